@@ -1,0 +1,1 @@
+"""The aiohttp ingester: Twilio webhooks in, immutable events out, answered after commit."""

@@ -1,0 +1,202 @@
+"""The event vocabulary: what smsledger records, and the one place each event is built.
+
+An event is a small frozen record. Its ``type`` names the fact, ``version`` the shape of its
+payload, ``received_at`` is set here from the system's UTC clock, and ``idempotency_key`` is
+derived from the content of the fact so that a duplicate (Twilio retries and duplicates
+callbacks) or a retry on another ingester inserts nothing.
+
+Every builder takes the fields exactly as the source sent them and keeps all of them in
+``payload``, unknown ones included: Twilio adds parameters without notice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+PayloadValue = str | list[str]
+Form = Mapping[str, PayloadValue]
+
+
+class EventType(enum.StrEnum):
+    MESSAGE_SENT = "message.sent"
+    MESSAGE_SEND_FAILED = "message.send_failed"
+    MESSAGE_STATUS = "message.status"
+    MESSAGE_INBOUND = "message.inbound"
+    CONTACT_OPTED_OUT = "contact.opted_out"
+    CONTACT_OPTED_IN = "contact.opted_in"
+    CONTACT_HELP = "contact.help_requested"
+    CONTACT_SUPPRESSED = "contact.suppressed"
+    CONTACT_UNSUPPRESSED = "contact.unsuppressed"
+    VERIFICATION_STARTED = "verification.started"
+    VERIFICATION_CHECKED = "verification.checked"
+    NUMBER_LOOKED_UP = "number.looked_up"
+
+
+class Source(enum.StrEnum):
+    WEBHOOK = "webhook"
+    API = "api"
+    EVENT_STREAM = "event-stream"
+    RECONCILE = "reconcile"
+    BACKFILL = "backfill"
+    ANALYTICS = "analytics"
+
+
+class InvalidEvent(ValueError):
+    """The input cannot become an event; the message says which field and why (safe to show)."""
+
+
+# Twilio's default keywords: the whole body, trimmed, case-insensitive (TWILIO.md).
+OPT_OUT_KEYWORDS = frozenset(
+    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"})
+OPT_IN_KEYWORDS = frozenset({"START", "YES", "UNSTOP"})
+HELP_KEYWORDS = frozenset({"HELP", "INFO"})
+
+# Status ranks: the analytics derive a message's state by rank, never by arrival order.
+STATUS_RANK: Mapping[str, int] = {
+    "scheduled": 0, "accepted": 1, "queued": 2, "sending": 3, "sent": 4,
+    "receiving": 4, "received": 5, "partially_delivered": 5, "canceled": 6,
+    "undelivered": 6, "failed": 6, "delivered": 7, "read": 8,
+}
+TERMINAL_STATUSES = frozenset(
+    {"delivered", "undelivered", "failed", "read", "canceled", "received"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Event:
+    type: EventType
+    idempotency_key: str
+    source: Source
+    occurred_at: datetime
+    received_at: datetime
+    payload: Mapping[str, Any]
+    message_sid: str | None = None
+    phone: str | None = None
+    status: str | None = None
+    error_code: int | None = None
+    version: int = 1
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _first(form: Form, name: str) -> str:
+    value = form.get(name, "")
+    if isinstance(value, list):
+        return value[0] if value else ""
+    return value
+
+
+def _required(form: Form, *names: str) -> str:
+    """The first of ``names`` that is present and non-blank (Twilio sends legacy copies)."""
+    for name in names:
+        value = _first(form, name).strip()
+        if value:
+            return value
+    raise InvalidEvent(f"missing required field {names[0]}")
+
+
+def parse_error_code(raw: str) -> int | None:
+    """Twilio's ErrorCode as an integer; blank or non-numeric gives None (the raw value stays
+    in the payload, so nothing is lost)."""
+    raw = raw.strip()
+    if raw.isascii() and raw.isdigit() and len(raw) <= 9:
+        return int(raw)
+    return None
+
+
+def status_callback(form: Form, *, received_at: datetime | None = None) -> Event:
+    """A classic StatusCallback POST → ``message.status``. Unknown statuses are kept."""
+    sid = _required(form, "MessageSid", "SmsSid")
+    status = _required(form, "MessageStatus", "SmsStatus").lower()
+    raw_code = _first(form, "ErrorCode").strip()
+    now = received_at or utc_now()
+    return Event(
+        type=EventType.MESSAGE_STATUS,
+        idempotency_key=f"message.status:{sid}:{status}:{raw_code}",
+        source=Source.WEBHOOK,
+        occurred_at=now,
+        received_at=now,
+        payload=dict(form),
+        message_sid=sid,
+        phone=_first(form, "To").strip() or None,
+        status=status,
+        error_code=parse_error_code(raw_code),
+    )
+
+
+def keyword_of(body: str, opt_out_type: str = "") -> EventType | None:
+    """Which contact event an inbound body means: Twilio's ``OptOutType`` when it sent one
+    (Advanced Opt-Out), else the default whole-body keywords."""
+    kind = opt_out_type.strip().upper()
+    if kind == "STOP":
+        return EventType.CONTACT_OPTED_OUT
+    if kind == "START":
+        return EventType.CONTACT_OPTED_IN
+    if kind == "HELP":
+        return EventType.CONTACT_HELP
+    word = body.strip().upper()
+    if word in OPT_OUT_KEYWORDS:
+        return EventType.CONTACT_OPTED_OUT
+    if word in OPT_IN_KEYWORDS:
+        return EventType.CONTACT_OPTED_IN
+    if word in HELP_KEYWORDS:
+        return EventType.CONTACT_HELP
+    return None
+
+
+def inbound_message(form: Form, *, received_at: datetime | None = None) -> list[Event]:
+    """An inbound SMS → ``message.inbound``, plus the contact event its keyword means."""
+    sid = _required(form, "MessageSid", "SmsSid")
+    sender = _required(form, "From")
+    now = received_at or utc_now()
+    events = [Event(
+        type=EventType.MESSAGE_INBOUND,
+        idempotency_key=f"message.inbound:{sid}",
+        source=Source.WEBHOOK,
+        occurred_at=now,
+        received_at=now,
+        payload=dict(form),
+        message_sid=sid,
+        phone=sender,
+        status="received",
+    )]
+    body = _first(form, "Body")
+    kind = keyword_of(body, _first(form, "OptOutType"))
+    if kind is not None:
+        events.append(Event(
+            type=kind,
+            idempotency_key=f"{kind}:{sid}",
+            source=Source.WEBHOOK,
+            occurred_at=now,
+            received_at=now,
+            payload={"keyword": body.strip().upper(), "opt_out_type": _first(form, "OptOutType"),
+                     "to": _first(form, "To"),
+                     "messaging_service_sid": _first(form, "MessagingServiceSid")},
+            message_sid=sid,
+            phone=sender,
+        ))
+    return events
+
+
+def as_rows(events: Sequence[Event]) -> tuple[list[Any], ...]:
+    """Column arrays in the order of ``schema/sql/append.sql``."""
+    cols: tuple[list[Any], ...] = tuple([] for _ in range(11))
+    for e in events:
+        cols[0].append(e.idempotency_key)
+        cols[1].append(str(e.type))
+        cols[2].append(e.version)
+        cols[3].append(str(e.source))
+        cols[4].append(e.message_sid)
+        cols[5].append(e.phone)
+        cols[6].append(e.status)
+        cols[7].append(e.error_code)
+        cols[8].append(e.occurred_at)
+        cols[9].append(e.received_at)
+        cols[10].append(json.dumps(e.payload, separators=(",", ":"), ensure_ascii=False))
+    return cols

@@ -1,0 +1,11 @@
+-- Gap-free catch-up read. A reader that checkpoints by position alone can skip an event whose
+-- transaction commits after a later one. So read in (tx_id, position) order and only below the
+-- oldest transaction still in flight, computed in this same statement: every transaction below
+-- that horizon has committed or aborted, so nothing can later appear behind the cursor.
+SELECT position, tx_id::text AS tx_id, idempotency_key, type, version, source, message_sid,
+       phone, status, error_code, occurred_at, received_at, payload::text AS payload
+FROM events
+WHERE (tx_id, position) > ($1::text::xid8, $2::bigint)
+  AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY tx_id, position
+LIMIT $3

@@ -1,0 +1,70 @@
+"""Append and read on the event store. The SQL lives in ``schema/sql``."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import datetime
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+from schema.events import Event, as_rows
+
+
+@cache
+def sql(name: str) -> str:
+    """The text of ``schema/sql/<name>.sql``."""
+    return resources.files("schema").joinpath("sql", f"{name}.sql").read_text(encoding="utf-8")
+
+
+async def append(conn: asyncpg.Connection, events: Sequence[Event]) -> set[str]:
+    """Insert ``events`` in one statement; return the idempotency keys that were new.
+
+    Duplicates (already stored, or twice in ``events``) insert nothing. The caller owns the
+    transaction: the group commit wraps many requests' events in one.
+    """
+    if not events:
+        return set()
+    rows = await conn.fetch(sql("append"), *as_rows(events))
+    return {r["idempotency_key"] for r in rows}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a reader stands: the last (tx_id, position) it has applied."""
+    tx_id: int = 0
+    position: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredEvent:
+    position: int
+    tx_id: int
+    idempotency_key: str
+    type: str
+    version: int
+    source: str
+    message_sid: str | None
+    phone: str | None
+    status: str | None
+    error_code: int | None
+    occurred_at: datetime
+    received_at: datetime
+    payload: str  # the JSON text, parsed only by readers that need it
+
+
+async def read_after(conn: asyncpg.Connection, cursor: Cursor, limit: int) -> list[StoredEvent]:
+    """Up to ``limit`` committed events after ``cursor`` that no later commit can precede."""
+    rows = await conn.fetch(sql("read_after"), str(cursor.tx_id), cursor.position, limit)
+    return [_stored(r) for r in rows]
+
+
+def _stored(r: Any) -> StoredEvent:
+    return StoredEvent(
+        position=r["position"], tx_id=int(r["tx_id"]), idempotency_key=r["idempotency_key"],
+        type=r["type"], version=r["version"], source=r["source"], message_sid=r["message_sid"],
+        phone=r["phone"], status=r["status"], error_code=r["error_code"],
+        occurred_at=r["occurred_at"], received_at=r["received_at"], payload=r["payload"])

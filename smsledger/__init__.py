@@ -1,0 +1,1 @@
+"""The thin shell that ties the parts together: the ``smsledger`` command."""

@@ -1,0 +1,134 @@
+"""``smsledger``: the one command surface (serve, migrate, db, demo, ...).
+
+Every subcommand reads the settings once (``Settings.from_env``), lets its flags override them,
+and passes them down explicitly. ``--help`` lists each setting with its environment variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+
+from schema.migrate import MigrationError, migrate_url
+from schema.settings import Settings, SettingsError, redact_url, settings_help
+from smsledger import devdb
+from smsledger.logs import setup_logging
+
+log = logging.getLogger("smsledger")
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from aiohttp import web
+
+    from ingest.app import create_app
+
+    if not settings.database_url:
+        raise SettingsError("DATABASE_URL is not set (the demo finds or starts a database for "
+                            "you: see the README)")
+    app = create_app(settings)
+    log.info("ingester listening on http://%s:%d (public URL %s)", args.host, args.port,
+             settings.public_url)
+    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None,
+                handle_signals=True, shutdown_timeout=10)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    settings.require("database_url")
+    applied = asyncio.run(migrate_url(settings.database_url))
+    for m in applied:
+        print(f"applied {m.version:04d}_{m.name}")
+    if not applied:
+        print(f"{redact_url(settings.database_url)}: up to date")
+    return 0
+
+
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "stop":
+        cluster = devdb.PrivateCluster(settings.data_dir / "pg")
+        cluster.stop()
+        print(f"stopped the private cluster under {cluster.root}" if cluster.root.exists()
+              else "no private cluster")
+        return 0
+    environ = {"DATABASE_URL": settings.database_url} if settings.database_url else {}
+    db = devdb.find_database(settings.data_dir, environ)
+    url = db.url
+    if db.how != "environment" and args.database:
+        asyncio.run(devdb.ensure_database(db.url, args.database))
+        url = db.url_for(args.database)
+    if args.action == "env":
+        print(f"export DATABASE_URL={shlex.quote(url)}")
+        print(f"export SMSLEDGER_DB_HOW={shlex.quote(db.how)}")
+    else:
+        print(url)
+    print(f"using {db.how}: {redact_url(url)}", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from smsledger.demo import run_demo
+
+    return int(run_demo(args, settings))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smsledger",
+        description="Event-sourced delivery monitoring and analytics for Twilio SMS.",
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, fn: Command, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, epilog=settings_help(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=fn)
+        return p
+
+    p = add("serve", cmd_serve, "Run the ingester (Twilio webhooks in, events out).")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on [8080]")
+
+    add("migrate", cmd_migrate, "Apply the PostgreSQL migrations (idempotent; needs "
+        "DATABASE_URL).")
+
+    p = add("db", cmd_db, "Find a PostgreSQL (DATABASE_URL, then 127.0.0.1:5432) or start a "
+            "private cluster under SMSLEDGER_DATA_DIR/pg; `stop` stops that cluster.")
+    p.add_argument("action", choices=["url", "env", "stop"],
+                   help="url: print the URL; env: print shell exports; stop: stop the private "
+                        "cluster")
+    p.add_argument("--database", default="",
+                   help="create and use this database on a found server (ignored when "
+                        "DATABASE_URL is set)")
+
+    p = add("demo", cmd_demo, "Start everything on this machine: database, migrations, "
+            "ingester, the Twilio simulator with traffic. Ctrl-C stops it all.")
+    p.add_argument("--port", type=int, default=8080, help="ingester port [8080]")
+    p.add_argument("--duration", type=float, default=0,
+                   help="stop after this many seconds (0: run until Ctrl-C) [0]")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        setup_logging(settings)
+        result: int = args.func(args, settings)
+        return result
+    except (SettingsError, MigrationError, devdb.DatabaseNotFound) as exc:
+        print(f"smsledger {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Test fixtures on real parts: a real PostgreSQL (a throwaway database per test session, cloned
+per test from a migrated template), real twilio signatures, the real aiohttp app."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from twilio.request_validator import RequestValidator
+
+from schema.migrate import migrate
+from schema.settings import Secret, Settings
+from smsledger import devdb
+
+# A made-up token for tests; real ones come from the environment and never from code.
+TEST_TOKEN = "test-auth-token-" + "0123456789abcdef"
+PUBLIC_URL = "https://sms.example.test"
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devdb.Database]:
+    """The PostgreSQL server the tests use: DATABASE_URL, else 127.0.0.1:5432, else a private
+    cluster started for this session."""
+    db = devdb.find_database(tmp_path_factory.mktemp("pgdata"))
+    yield db
+    if db.how == "private cluster" and db.cluster_dir is not None:
+        devdb.PrivateCluster(db.cluster_dir).stop()
+
+
+async def _admin(url: str, *statements: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server: devdb.Database) -> Iterator[str]:
+    """A migrated database for this test session, used as the template of per-test copies."""
+    prefix = f"smsledger_test_{os.getpid()}_{secrets.token_hex(3)}"
+    name = prefix + "_tmpl"
+
+    async def create() -> None:
+        await _admin(pg_server.url, f'CREATE DATABASE "{name}"')
+        conn = await asyncpg.connect(pg_server.url_for(name))
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+
+    async def drop_all() -> None:
+        conn = await asyncpg.connect(pg_server.url)
+        try:
+            names = await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1",
+                                     prefix + "%")
+            for row in names:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    yield name
+    asyncio.run(drop_all())
+
+
+@pytest.fixture
+async def db_url(pg_server: devdb.Database, template_db: str) -> AsyncIterator[str]:
+    """A fresh, migrated database of this test's own."""
+    name = f"{template_db[:-5]}_{secrets.token_hex(4)}"
+    await _admin(pg_server.url, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}" '
+                                "STRATEGY FILE_COPY")
+    yield pg_server.url_for(name)
+    await _admin(pg_server.url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(db_url)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=db_url, twilio_account_sid="AC" + "0" * 32,
+                    twilio_auth_token=Secret(TEST_TOKEN), twilio_phone_number="+15005550006",
+                    public_url=PUBLIC_URL, data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+async def ingest(settings: Settings) -> AsyncIterator[TestClient[object, object]]:
+    """The real ingester app, on a real socket, with a real pool to the test database."""
+    from ingest.app import create_app
+
+    async with TestClient(TestServer(create_app(settings))) as client:
+        yield client
+
+
+def sign(path: str, params: Mapping[str, str], *, token: str = TEST_TOKEN,
+         base: str = PUBLIC_URL) -> str:
+    """X-Twilio-Signature as Twilio makes it, by the twilio library itself."""
+    return str(RequestValidator(token).compute_signature(base + path, dict(params)))
+
+
+async def post_signed(client: TestClient[object, object], path: str, params: dict[str, str],
+                      **sign_kwargs: str) -> tuple[int, str]:
+    headers = {"X-Twilio-Signature": sign(path, params, **sign_kwargs)}
+    async with client.post(path, data=params, headers=headers) as resp:
+        return resp.status, await resp.text()
+
+
+def status_form(sid: str, status: str, error_code: str = "", **extra: str) -> dict[str, str]:
+    form = {"MessageSid": sid, "SmsSid": sid, "MessageStatus": status, "SmsStatus": status,
+            "AccountSid": "AC" + "0" * 32, "From": "+15005550006", "To": "+14155550123",
+            "ApiVersion": "2010-04-01", **extra}
+    if error_code:
+        form["ErrorCode"] = error_code
+    return form

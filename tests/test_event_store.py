@@ -1,0 +1,112 @@
+"""The event store's guarantees: immutability, idempotent migrations, gap-free reading."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from schema import store
+from schema.events import Event, EventType, Source
+from schema.migrate import Migration, MigrationError, load_migrations, migrate
+
+
+def event(key: str, **kw: object) -> Event:
+    now = datetime.now(UTC)
+    fields: dict[str, object] = dict(type=EventType.MESSAGE_STATUS, idempotency_key=key,
+                                     source=Source.WEBHOOK, occurred_at=now, received_at=now,
+                                     payload={"k": key}, message_sid="SM1", status="sent")
+    fields.update(kw)
+    return Event(**fields)  # type: ignore[arg-type]
+
+
+async def test_update_delete_truncate_raise(db: asyncpg.Connection) -> None:
+    async with db.transaction():
+        await store.append(db, [event("a")])
+    for statement in ["UPDATE events SET status = 'delivered'", "DELETE FROM events",
+                      "TRUNCATE events"]:
+        with pytest.raises(asyncpg.RestrictViolationError, match="events are immutable"):
+            await db.execute(statement)
+    assert await db.fetchval("SELECT status FROM events") == "sent"
+
+
+async def test_application_role_may_only_read_and_append(db: asyncpg.Connection) -> None:
+    async with db.transaction():
+        await db.execute("SET LOCAL ROLE smsledger_app")
+        await store.append(db, [event("b")])
+        assert await db.fetchval("SELECT count(*) FROM events") == 1
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await db.execute("ALTER TABLE events DISABLE TRIGGER events_no_update_delete")
+
+
+async def test_migrations_applied_twice_change_nothing(db: asyncpg.Connection) -> None:
+    async def snapshot() -> list[tuple[object, ...]]:
+        rows = await db.fetch("SELECT table_name, column_name, data_type FROM "
+                              "information_schema.columns WHERE table_schema = 'public' "
+                              "ORDER BY 1, 2")
+        return [tuple(r) for r in rows]
+
+    before = await snapshot()
+    ledger = await db.fetch("SELECT * FROM schema_migrations ORDER BY version")
+    assert await migrate(db) == []
+    assert await migrate(db) == []
+    assert await snapshot() == before
+    assert await db.fetch("SELECT * FROM schema_migrations ORDER BY version") == ledger
+    assert [r["version"] for r in ledger] == [m.version for m in load_migrations()]
+
+
+async def test_a_changed_applied_migration_is_refused(db: asyncpg.Connection) -> None:
+    first = load_migrations()[0]
+    edited = dataclasses.replace(first, sql=first.sql + "\n-- edited")
+    with pytest.raises(MigrationError, match="was changed after it was applied"):
+        await migrate(db, [edited])
+
+
+async def test_a_new_migration_is_applied_once(db: asyncpg.Connection) -> None:
+    extra = Migration(9999, "test_extra", "CREATE TABLE test_extra (x int)")
+    assert [m.version for m in await migrate(db, [*load_migrations(), extra])] == [9999]
+    assert await migrate(db, [*load_migrations(), extra]) == []
+    assert await db.fetchval("SELECT to_regclass('test_extra')::text") == "test_extra"
+
+
+async def test_duplicate_keys_insert_once(db: asyncpg.Connection) -> None:
+    async with db.transaction():
+        new = await store.append(db, [event("k1"), event("k1"), event("k2")])
+    assert new == {"k1", "k2"}
+    async with db.transaction():
+        assert await store.append(db, [event("k1")]) == set()
+    assert await db.fetchval("SELECT count(*) FROM events") == 2
+
+
+async def test_reader_never_passes_an_uncommitted_event(db_url: str) -> None:
+    """The gap: a transaction takes a position, a later one commits first. A reader that
+    trusted positions alone would move past the first and never see it."""
+    slow = await asyncpg.connect(db_url)
+    fast = await asyncpg.connect(db_url)
+    reader = await asyncpg.connect(db_url)
+    try:
+        slow_tx = slow.transaction()
+        await slow_tx.start()
+        await store.append(slow, [event("slow")])           # lower position, not committed
+        async with fast.transaction():
+            await store.append(fast, [event("fast-1"), event("fast-2")])
+
+        seen = await store.read_after(reader, store.Cursor(), 100)
+        assert [e.idempotency_key for e in seen] == []       # held back by the open tx
+        positions = await reader.fetch("SELECT idempotency_key FROM events ORDER BY position")
+        assert [r[0] for r in positions] == ["fast-1", "fast-2"]
+
+        await slow_tx.commit()
+        seen = await store.read_after(reader, store.Cursor(), 100)
+        assert [e.idempotency_key for e in seen] == ["slow", "fast-1", "fast-2"]
+
+        cursor = store.Cursor(seen[-1].tx_id, seen[-1].position)
+        assert await store.read_after(reader, cursor, 100) == []
+        partial = store.Cursor(seen[0].tx_id, seen[0].position)
+        assert [e.idempotency_key for e in await store.read_after(reader, partial, 1)] == \
+            ["fast-1"]
+    finally:
+        for conn in (slow, fast, reader):
+            await conn.close()
