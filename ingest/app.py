@@ -13,11 +13,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 from aiohttp import web
 
-from ingest import ops, webhooks
+from ingest import ops, send, webhooks
 from ingest.append import GroupCommitAppender, Overloaded, StoreUnavailable
 from ingest.forms import BadRequest
 from ingest.metrics import IngestMetrics
 from ingest.signature import WebhookSigner
+from ingest.twilio_api import make_client
 from schema.settings import Settings, SettingsError, redact_url
 
 log = logging.getLogger("smsledger.ingest")
@@ -25,8 +26,8 @@ log = logging.getLogger("smsledger.ingest")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def _error(status: int, message: str, extra: dict[str, object] | None = None) -> web.Response:
+    return web.json_response({"error": message, **(extra or {})}, status=status)
 
 
 def guarded(handler: Handler) -> Handler:
@@ -45,7 +46,7 @@ def guarded(handler: Handler) -> Handler:
             metrics.rejects.inc(reason=exc.reason)
             log.info("refused %s %s: %s (%d)", request.method, request.path, exc.reason,
                      exc.status)
-            return _error(exc.status, exc.message)
+            return _error(exc.status, exc.message, exc.extra)
         except Overloaded:
             metrics.rejects.inc(reason="overloaded")
             log.warning("refused %s %s: commit queue full (503)", request.method, request.path)
@@ -88,15 +89,31 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         await pool.close()
 
 
+async def _twilio_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The twilio client for /v1 (its aiohttp session must live inside the running loop)."""
+    client, http = make_client(app[webhooks.SETTINGS])
+    app[send.TWILIO] = client
+    try:
+        yield
+    finally:
+        await http.close()
+
+
 def create_app(settings: Settings) -> web.Application:
     settings.require("database_url", "twilio_auth_token")
-    app = web.Application(client_max_size=settings.max_body_bytes)
+    app = web.Application(client_max_size=max(settings.max_body_bytes,
+                                              webhooks.API_MAX_BODY_BYTES))
     app[webhooks.SETTINGS] = settings
     app[webhooks.METRICS] = IngestMetrics()
     app[webhooks.SIGNER] = WebhookSigner(settings.twilio_auth_token)
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_twilio_ctx)
     app.router.add_post("/twilio/status", guarded(webhooks.status_callback))
     app.router.add_post("/twilio/inbound", guarded(webhooks.inbound_message))
+    app.router.add_post("/v1/messages", guarded(send.send_message))
+    app.router.add_post("/v1/events/sent", guarded(send.record_sent))
+    app.router.add_post("/v1/verify/start", guarded(send.verify_start))
+    app.router.add_post("/v1/verify/check", guarded(send.verify_check))
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)
     app.router.add_get("/metrics", ops.metrics)

@@ -13,9 +13,11 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 class BadRequest(ValueError):
     """A request we refuse; ``status`` is the HTTP code, ``reason`` a short metric label."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(self, status: int, reason: str, message: str,
+                 extra: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.status, self.reason, self.message = status, reason, message
+        self.extra = extra or {}
 
 
 def parse_form(body: bytes) -> tuple[dict[str, PayloadValue], list[tuple[str, str]]]:

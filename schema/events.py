@@ -25,6 +25,7 @@ Form = Mapping[str, PayloadValue]
 class EventType(enum.StrEnum):
     MESSAGE_SENT = "message.sent"
     MESSAGE_SEND_FAILED = "message.send_failed"
+    MESSAGE_REFUSED = "message.refused"
     MESSAGE_STATUS = "message.status"
     MESSAGE_INBOUND = "message.inbound"
     CONTACT_OPTED_OUT = "contact.opted_out"
@@ -200,3 +201,83 @@ def as_rows(events: Sequence[Event]) -> tuple[list[Any], ...]:
         cols[9].append(e.received_at)
         cols[10].append(json.dumps(e.payload, separators=(",", ":"), ensure_ascii=False))
     return cols
+
+
+CATEGORIES = frozenset({"otp", "transactional", "marketing"})
+
+
+def message_sent(*, sid: str, to: str, from_: str | None, messaging_service_sid: str | None,
+                 category: str, tags: Sequence[str], segments: int | None, media_count: int,
+                 status: str | None, requested_at: datetime, source: Source,
+                 received_at: datetime | None = None) -> Event:
+    """A message handed to Twilio (by smsledger, or by the user's app and reported to us).
+    Keyed by the SID alone: the same send reported twice, or by both paths, is one event."""
+    return Event(
+        type=EventType.MESSAGE_SENT,
+        idempotency_key=f"message.sent:{sid}",
+        source=source,
+        occurred_at=requested_at,
+        received_at=received_at or utc_now(),
+        payload={"sid": sid, "to": to, "from": from_, "messaging_service_sid":
+                 messaging_service_sid, "category": category, "tags": list(tags),
+                 "segments": segments, "media_count": media_count, "initial_status": status},
+        message_sid=sid,
+        phone=to,
+        status=status,
+    )
+
+
+def message_send_failed(*, request_id: str, to: str, from_: str | None,
+                        messaging_service_sid: str | None, category: str, tags: Sequence[str],
+                        error_code: int | None, error_message: str,
+                        requested_at: datetime) -> Event:
+    """Twilio refused to create the message (21610 opted out, 21211 invalid, ...)."""
+    return Event(
+        type=EventType.MESSAGE_SEND_FAILED,
+        idempotency_key=f"message.send_failed:{request_id}",
+        source=Source.API,
+        occurred_at=requested_at,
+        received_at=utc_now(),
+        payload={"to": to, "from": from_, "messaging_service_sid": messaging_service_sid,
+                 "category": category, "tags": list(tags), "error_code": error_code,
+                 "error_message": error_message},
+        phone=to,
+        status="failed",
+        error_code=error_code,
+    )
+
+
+def message_refused(*, request_id: str, to: str, reason: str, detail: str, since: datetime,
+                    what: str) -> Event:
+    """smsledger refused to send (opted out, suppressed) before calling Twilio."""
+    now = utc_now()
+    return Event(
+        type=EventType.MESSAGE_REFUSED, idempotency_key=f"message.refused:{request_id}",
+        source=Source.API, occurred_at=now, received_at=now,
+        payload={"to": to, "reason": reason, "detail": detail, "since": since.isoformat(),
+                 "what": what},
+        phone=to)
+
+
+def verification(kind: EventType, *, verification_sid: str, to: str, channel: str, status: str,
+                 requested_at: datetime, twilio_ms: float, request_id: str) -> Event:
+    """``verification.started`` or ``verification.checked`` (each check is its own fact)."""
+    key = (f"{kind}:{verification_sid}" if kind is EventType.VERIFICATION_STARTED
+           else f"{kind}:{verification_sid}:{request_id}")
+    return Event(
+        type=kind, idempotency_key=key, source=Source.API, occurred_at=requested_at,
+        received_at=utc_now(),
+        payload={"verification_sid": verification_sid, "to": to, "channel": channel,
+                 "status": status, "twilio_ms": round(twilio_ms, 1)},
+        phone=to, status=status)
+
+
+def suppression(kind: EventType, *, phone: str, reason: str, source: Source, key_suffix: str,
+                evidence: Mapping[str, Any] | None = None) -> Event:
+    """``contact.suppressed`` / ``contact.unsuppressed``: the send path refuses a suppressed
+    number. ``key_suffix`` names the decision (a report version, a request id)."""
+    now = utc_now()
+    return Event(
+        type=kind, idempotency_key=f"{kind}:{phone}:{key_suffix}", source=source,
+        occurred_at=now, received_at=now,
+        payload={"reason": reason, "evidence": dict(evidence or {})}, phone=phone)

@@ -136,6 +136,14 @@ SETTINGS: tuple[Setting, ...] = (
             secret=True),
     Setting("twilio_phone_number", "TWILIO_PHONE_NUMBER", "",
             "Default sender (E.164 number, short code or alphanumeric ID)."),
+    Setting("twilio_verify_service_sid", "TWILIO_VERIFY_SERVICE_SID", "",
+            "Twilio Verify service (VA...) for /v1/verify/start and /v1/verify/check."),
+    Setting("twilio_api_url", "SMSLEDGER_TWILIO_API_URL", "",
+            "Send Twilio API calls here instead of Twilio (the local simulator, or any "
+            "Twilio-compatible base URL). Empty: the real Twilio.", _optional_http_url),
+    Setting("api_key", "SMSLEDGER_API_KEY", "",
+            "Bearer key for the /v1 API (sending spends money). Empty: /v1 answers 401.",
+            secret=True),
     Setting("public_url", "SMSLEDGER_PUBLIC_URL", "http://127.0.0.1:8080",
             "Base URL Twilio calls (as Twilio sees it, e.g. behind a TLS proxy); webhook "
             "signatures are checked against it plus the request path.", _http_url),
@@ -160,6 +168,8 @@ SETTINGS: tuple[Setting, ...] = (
             "TwiML reply to STOP and the other opt-out keywords (empty: none)."),
     Setting("opt_in_reply", "SMSLEDGER_OPT_IN_REPLY", "",
             "TwiML reply to START/YES/UNSTOP (empty: none)."),
+    Setting("twilio_timeout_s", "SMSLEDGER_TWILIO_TIMEOUT_S", "10",
+            "Seconds a Twilio API call may take before the request gets 502.", _positive_float),
     Setting("log_level", "SMSLEDGER_LOG_LEVEL", "INFO",
             "DEBUG, INFO, WARNING or ERROR.", _log_level),
 )
@@ -171,6 +181,9 @@ class Settings:
     twilio_account_sid: str = ""
     twilio_auth_token: Secret = dataclasses.field(default_factory=lambda: Secret(""))
     twilio_phone_number: str = ""
+    twilio_verify_service_sid: str = ""
+    twilio_api_url: str = ""
+    api_key: Secret = dataclasses.field(default_factory=lambda: Secret(""))
     public_url: str = "http://127.0.0.1:8080"
     data_dir: Path = Path(".smsledger")
     max_body_bytes: int = 65536
@@ -181,6 +194,7 @@ class Settings:
     help_reply: str = ""
     opt_out_reply: str = ""
     opt_in_reply: str = ""
+    twilio_timeout_s: float = 10.0
     log_level: str = "INFO"
 
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from functools import cache
@@ -68,3 +69,23 @@ def _stored(r: Any) -> StoredEvent:
         type=r["type"], version=r["version"], source=r["source"], message_sid=r["message_sid"],
         phone=r["phone"], status=r["status"], error_code=r["error_code"],
         occurred_at=r["occurred_at"], received_at=r["received_at"], payload=r["payload"])
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Block:
+    """Why a number may not be texted: opted out, or suppressed by a hygiene rule or a user."""
+    reason: str          # "opted_out" or "suppressed"
+    since: datetime
+    detail: str          # the keyword or the suppression reason
+
+
+async def send_block(conn: asyncpg.Connection, phone: str) -> Block | None:
+    """The reason ``phone`` may not be texted now, or None."""
+    for row in await conn.fetch(sql("contact_state"), phone):
+        if row["type"] == "contact.opted_out":
+            detail = json.loads(row["payload"]).get("keyword", "")
+            return Block("opted_out", row["received_at"], detail)
+        if row["type"] == "contact.suppressed":
+            detail = json.loads(row["payload"]).get("reason", "")
+            return Block("suppressed", row["received_at"], detail)
+    return None

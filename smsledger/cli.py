@@ -71,6 +71,13 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from smsledger.simulate import run_simulation
+
+    settings.require("twilio_account_sid", "twilio_auth_token", "api_key")
+    return int(asyncio.run(run_simulation(args, settings)))
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from smsledger.demo import run_demo
 
@@ -107,11 +114,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="create and use this database on a found server (ignored when "
                         "DATABASE_URL is set)")
 
+    p = add("simulate", cmd_simulate,
+            "Run the local Twilio simulator and drive realistic traffic through the ingester "
+            "(point the ingester at it with SMSLEDGER_TWILIO_API_URL=http://127.0.0.1:PORT; "
+            "both share TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and SMSLEDGER_API_KEY).")
+    p.add_argument("--ingest-url", default="http://127.0.0.1:8080",
+                   help="where the ingester listens [http://127.0.0.1:8080]")
+    p.add_argument("--public-url", default="",
+                   help="the URL the ingester checks signatures against "
+                        "[SMSLEDGER_PUBLIC_URL, else --ingest-url]")
+    p.add_argument("--rate", type=float, default=5.0, help="actions per second [5]")
+    p.add_argument("--duration", type=float, default=30.0,
+                   help="seconds of traffic; 0 runs until Ctrl-C [30]")
+    p.add_argument("--seed", type=int, default=1, help="random seed: same seed, same world [1]")
+    p.add_argument("--twilio-port", type=int, default=8090,
+                   help="port of the simulated Twilio API [8090]")
+    p.add_argument("--numbers", type=int, default=300, help="phone numbers in the world [300]")
+    p.add_argument("--time-scale", type=float, default=1.0,
+                   help="multiply every simulated delay (0.1: ten times faster) [1]")
+
     p = add("demo", cmd_demo, "Start everything on this machine: database, migrations, "
             "ingester, the Twilio simulator with traffic. Ctrl-C stops it all.")
-    p.add_argument("--port", type=int, default=8080, help="ingester port [8080]")
+    p.add_argument("--port", type=int, default=8080,
+                   help="ingester port; the simulated Twilio uses PORT+10 [8080]")
     p.add_argument("--duration", type=float, default=0,
                    help="stop after this many seconds (0: run until Ctrl-C) [0]")
+    p.add_argument("--rate", type=float, default=5.0,
+                   help="simulated actions (sends, replies, OTPs) per second [5]")
+    p.add_argument("--seed", type=int, default=1, help="simulator seed [1]")
     return parser
 
 

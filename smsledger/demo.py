@@ -1,8 +1,8 @@
 """``smsledger demo``: the whole thing on one machine, with the Twilio simulator.
 
 It finds or starts PostgreSQL, migrates, then runs each part as a child process it owns (by
-PID): the ingester, and the parts later issues add. Ctrl-C (or ``--duration``) stops every child
-it started, then the private cluster if it started one. Nothing else is touched.
+PID): the ingester and the simulator driving traffic through it. Ctrl-C (or ``--duration``)
+stops every child it started, then the private cluster if it started one. Nothing else is touched.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     print(f"database: {db.how}, {redact_url(url)} ({len(applied)} migrations applied now)")
 
     ingest_url = f"http://127.0.0.1:{args.port}"
+    twilio_port = args.port + 10
     env = dict(os.environ,
                DATABASE_URL=url,
                TWILIO_ACCOUNT_SID=DEMO_ACCOUNT_SID,
@@ -83,6 +84,9 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
                TWILIO_AUTH_TOKEN=secrets.token_hex(16),
                TWILIO_PHONE_NUMBER=settings.twilio_phone_number or "+15005550006",
                SMSLEDGER_PUBLIC_URL=ingest_url,
+               SMSLEDGER_API_KEY=secrets.token_hex(16),
+               SMSLEDGER_TWILIO_API_URL=f"http://127.0.0.1:{twilio_port}",
+               TWILIO_VERIFY_SERVICE_SID="VA" + "de300" * 6 + "00",
                SMSLEDGER_DATA_DIR=str(data_dir.resolve()))
     children: list[Child] = []
 
@@ -104,6 +108,11 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
         _wait_http(ingest_url + "/readyz", 30, ingester)
         print(f"ingester:  {ingest_url}  (webhooks /twilio/status, /twilio/inbound; "
               f"{ingest_url}/metrics)")
+        spawn("simulator", "simulate", "--ingest-url", ingest_url, "--twilio-port",
+              str(twilio_port), "--rate", str(args.rate), "--duration", "0",
+              "--seed", str(args.seed))
+        print(f"simulator: http://127.0.0.1:{twilio_port}  (a local Twilio; {args.rate:g} "
+              "actions/s through the ingester; progress every 15 s)")
         print("press Ctrl-C to stop everything")
         started = time.monotonic()
         while not stopping:

@@ -29,8 +29,11 @@ class ScrubSecrets(logging.Filter):
 def setup_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(ScrubSecrets([settings.twilio_auth_token.reveal()]))
+    handler.addFilter(ScrubSecrets([settings.twilio_auth_token.reveal(),
+                                    settings.api_key.reveal()]))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # The twilio client logs every request with its parameters (phone numbers, bodies) at INFO.
+    logging.getLogger("twilio").setLevel(logging.WARNING)

@@ -1,0 +1,470 @@
+"""The fake Twilio: REST resources in Twilio's shapes, and the callbacks Twilio would send."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import hashlib
+import logging
+import math
+import random
+import secrets
+import string
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import phonenumbers
+from aiohttp import web
+from twilio.request_validator import RequestValidator
+
+from sim import world
+
+log = logging.getLogger("smsledger.sim")
+
+GSM7 = set(string.ascii_letters + string.digits + " \n\r@£$¥èéùìòÇØøÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ!\"#¤%&'()*+"
+           ",-./:;<=>?¡ÄÖÑÜ§¿äöñüà")
+
+
+def segments(body: str) -> int:
+    if all(c in GSM7 for c in body):
+        return 1 if len(body) <= 160 else math.ceil(len(body) / 153)
+    return 1 if len(body) <= 70 else math.ceil(len(body) / 67)
+
+
+def rfc2822(dt: datetime) -> str:
+    return dt.strftime("%a, %d %b %Y %H:%M:%S +0000")
+
+
+def parse_rfc2822(text: str) -> datetime:
+    return datetime.strptime(text, "%a, %d %b %Y %H:%M:%S +0000").replace(tzinfo=UTC)
+
+
+def sid(prefix: str, rng: random.Random) -> str:
+    return prefix + "".join(rng.choice("0123456789abcdef") for _ in range(32))
+
+
+def twilio_error(status: int, code: int, message: str) -> web.Response:
+    return web.json_response({"code": code, "message": message, "status": status,
+                              "more_info": f"https://www.twilio.com/docs/errors/{code}"},
+                             status=status)
+
+
+@dataclasses.dataclass
+class SimConfig:
+    account_sid: str
+    auth_token: str = dataclasses.field(repr=False)
+    seed: int = 1
+    numbers: int = 300
+    time_scale: float = 1.0          # multiply every delay (tests use 0.01)
+    duplicate_rate: float = 0.05     # callbacks sent twice
+    reorder_rate: float = 0.05       # final status sent before "sent"
+    verify_service_sid: str = "VA" + "0" * 32
+
+
+@dataclasses.dataclass
+class SimStats:
+    created: int = 0
+    create_errors: int = 0
+    callbacks_sent: int = 0
+    callbacks_failed: int = 0
+    inbound_sent: int = 0
+    inbound_failed: int = 0
+
+
+class TwilioSim:
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.numbers = world.make_numbers(config.seed, config.numbers)
+        self.by_e164 = {n.e164: n for n in self.numbers}
+        self.messages: dict[str, dict[str, Any]] = {}
+        self.opted_out: set[str] = set()
+        self.verifications: dict[str, dict[str, Any]] = {}
+        self.inbox: dict[str, list[str]] = {}
+        self.stats = SimStats()
+        self._validator = RequestValidator(config.auth_token)
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self._slots = asyncio.Semaphore(64)
+
+    # -- the world ---------------------------------------------------------------------------
+    def number(self, e164: str) -> world.Number:
+        """A known number, or a good mobile one made up for a number the world lacks."""
+        known = self.by_e164.get(e164)
+        if known is not None:
+            return known
+        parsed = phonenumbers.parse(e164, None)
+        region = phonenumbers.region_code_for_number(parsed) or "US"
+        carriers = world.CARRIERS.get(region, world.CARRIERS["US"])
+        index = int(hashlib.sha256(e164.encode()).hexdigest(), 16) % len(carriers)
+        name, mcc, mnc, median = carriers[index]
+        kind = phonenumbers.number_type(parsed)
+        line = "landline" if kind == phonenumbers.PhoneNumberType.FIXED_LINE else "mobile"
+        return world.Number(e164, region, name, mcc, mnc, line, "good", median)
+
+    def numbers_with(self, profile: str) -> list[world.Number]:
+        return [n for n in self.numbers if n.profile == profile]
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+
+    async def close(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    async def drain(self, timeout_s: float = 30) -> None:
+        """Wait until every scheduled callback has been posted."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        # A poll, not an Event: timers and tasks come and go from many places.
+        while (self._timers or self._tasks) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+    # -- signed posts, like Twilio -----------------------------------------------------------
+    def signed_headers(self, url: str, params: dict[str, str]) -> dict[str, str]:
+        return {"X-Twilio-Signature": self._validator.compute_signature(url, params),
+                "I-Twilio-Idempotency-Token": secrets.token_hex(16),
+                "User-Agent": "TwilioProxy/1.1"}
+
+    async def post_signed(self, url: str, params: dict[str, str],
+                          sign_url: str | None = None) -> int:
+        assert self._session is not None, "start() the simulator first"
+        async with self._slots:
+            try:
+                async with self._session.post(
+                        url, data=params,
+                        headers=self.signed_headers(sign_url or url, params)) as resp:
+                    await resp.read()
+                    return resp.status
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                return 0
+
+    def _later(self, delay_s: float, url: str, params: dict[str, str]) -> None:
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle | None = None
+
+        def fire() -> None:
+            assert handle is not None
+            self._timers.discard(handle)
+            task = loop.create_task(self._callback(url, params))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        handle = loop.call_later(max(0.0, delay_s * self.config.time_scale), fire)
+        self._timers.add(handle)
+
+    async def _callback(self, url: str, params: dict[str, str]) -> None:
+        status = await self.post_signed(url, params)
+        if 200 <= status < 300:
+            self.stats.callbacks_sent += 1
+        else:
+            # Like a classic Twilio webhook: a failed delivery is lost, never retried.
+            self.stats.callbacks_failed += 1
+            log.debug("status callback to %s failed (%s)", url, status)
+
+    async def send_inbound(self, url: str, from_: str, to: str, body: str,
+                           sign_url: str | None = None) -> int:
+        """An SMS from ``from_`` to our number ``to``, posted to the inbound webhook."""
+        word = body.strip().upper()
+        if word in ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE",
+                    "OPTOUT"):
+            self.opted_out.add(from_)
+        elif word in ("START", "YES", "UNSTOP"):
+            self.opted_out.discard(from_)
+        number = self.number(from_)
+        params = {"MessageSid": sid("SM", self.rng), "AccountSid": self.config.account_sid,
+                  "From": from_, "To": to, "Body": body, "NumMedia": "0",
+                  "NumSegments": str(segments(body)), "SmsStatus": "received",
+                  "ApiVersion": "2010-04-01", "FromCountry": number.country}
+        params["SmsSid"] = params["SmsMessageSid"] = params["MessageSid"]
+        status = await self.post_signed(url, params, sign_url)
+        if 200 <= status < 300:
+            self.stats.inbound_sent += 1
+        else:
+            self.stats.inbound_failed += 1
+        return status
+
+    # -- Messages ----------------------------------------------------------------------------
+    def create_message(self, form: dict[str, str], media: list[str]) -> tuple[int, dict[str, Any]]:
+        """Twilio's Messages create: (HTTP status, JSON body)."""
+        to, from_ = form.get("To", ""), form.get("From", "")
+        service = form.get("MessagingServiceSid", "")
+        body = form.get("Body", "")
+        if not to:
+            return 400, {"code": 21604, "message": "A 'To' phone number is required."}
+        if not from_ and not service:
+            return 400, {"code": 21603, "message": "A 'From' phone number is required."}
+        if not body and not media:
+            return 400, {"code": 21602, "message": "Message body is required."}
+        try:
+            valid = phonenumbers.is_valid_number(phonenumbers.parse(to, None))
+        except phonenumbers.NumberParseException:
+            valid = False
+        if not valid:
+            return 400, {"code": 21211, "message": f"Invalid 'To' Phone Number: {to}"}
+        number = self.number(to)
+        outcome = world.fate(self.rng, number, world.content_kind(body),
+                             to in self.opted_out)
+        now = datetime.now(UTC)
+        message: dict[str, Any] = {
+            "account_sid": self.config.account_sid, "api_version": "2010-04-01", "body": body,
+            "date_created": rfc2822(now), "date_updated": rfc2822(now), "date_sent": None,
+            "direction": "outbound-api", "error_code": None, "error_message": None,
+            "from": from_ or None, "messaging_service_sid": service or None,
+            "num_media": str(len(media)), "num_segments": str(segments(body)), "price": None,
+            "price_unit": "USD", "sid": sid("MM" if media else "SM", self.rng),
+            "status": "accepted" if service else "queued", "to": to,
+        }
+        message["uri"] = (f"/2010-04-01/Accounts/{self.config.account_sid}/Messages/"
+                          f"{message['sid']}.json")
+        message["subresource_uris"] = {"media": message["uri"].replace(".json", "/Media.json")}
+        if outcome.create_error is not None:
+            # Since April 2024 a create-time failure is stored as a Message resource too.
+            message.update(status="failed", error_code=outcome.create_error)
+            self.messages[message["sid"]] = message
+            self.stats.create_errors += 1
+            text = {21610: "Attempt to send to unsubscribed recipient",
+                    21614: f"'To' number {to} is not a valid mobile number"}
+            return 400, {"code": outcome.create_error,
+                         "message": text.get(outcome.create_error, "Message refused")}
+        self.messages[message["sid"]] = message
+        self.stats.created += 1
+        callback = form.get("StatusCallback", "")
+        self._schedule(message, outcome, callback)
+        return 201, message
+
+    def _schedule(self, message: dict[str, Any], outcome: world.Fate, callback: str) -> None:
+        sent_at, final_at = outcome.sent_after_s, outcome.final_after_s
+        if self.rng.random() < self.config.reorder_rate:
+            sent_at, final_at = final_at, sent_at
+        loop = asyncio.get_running_loop()
+        loop.call_later(outcome.sent_after_s * self.config.time_scale, self._advance, message,
+                        "sent", None)
+        loop.call_later(outcome.final_after_s * self.config.time_scale, self._advance, message,
+                        outcome.final_status, outcome.error_code)
+        if not callback:
+            return
+        plan = [(sent_at, "sent", None), (final_at, outcome.final_status, outcome.error_code)]
+        for delay, status, code in plan:
+            assert status is not None
+            params = self._callback_params(message, status, code)
+            self._later(delay, callback, params)
+            if self.rng.random() < self.config.duplicate_rate:
+                self._later(delay + self.rng.uniform(0.05, 2.0), callback, params)
+
+    def _callback_params(self, message: dict[str, Any], status: str, code: int | None,
+                         ) -> dict[str, str]:
+        params = {"MessageSid": message["sid"], "SmsSid": message["sid"],
+                  "MessageStatus": status, "SmsStatus": status,
+                  "AccountSid": self.config.account_sid, "From": message["from"] or "",
+                  "To": message["to"], "ApiVersion": "2010-04-01"}
+        if message["messaging_service_sid"]:
+            params["MessagingServiceSid"] = message["messaging_service_sid"]
+        if code is not None:
+            params["ErrorCode"] = str(code)
+        if status in ("delivered", "undelivered"):
+            params["RawDlrDoneDate"] = datetime.now(UTC).strftime("%y%m%d%H%M")
+        return params
+
+    def _advance(self, message: dict[str, Any], status: str | None, code: int | None) -> None:
+        """The resource as the Messages API shows it, by rank (callbacks may be reordered)."""
+        rank = {"accepted": 0, "queued": 1, "sent": 2}
+        if status is None or rank.get(message["status"], 3) >= rank.get(status, 3):
+            return
+        now = datetime.now(UTC)
+        message.update(status=status, date_updated=rfc2822(now))
+        if status == "sent":
+            message["date_sent"] = rfc2822(now)
+        else:
+            message.update(error_code=code, price="-0.00790")
+
+    # -- Verify ------------------------------------------------------------------------------
+    def start_verification(self, to: str, channel: str) -> dict[str, Any]:
+        code = "".join(self.rng.choice(string.digits) for _ in range(6))
+        now = rfc2822(datetime.now(UTC))
+        verification = {"sid": sid("VE", self.rng), "service_sid": self.config.verify_service_sid,
+                        "account_sid": self.config.account_sid, "to": to, "channel": channel,
+                        "status": "pending", "valid": False, "date_created": now,
+                        "date_updated": now, "lookup": {}, "amount": None, "payee": None,
+                        "send_code_attempts": [{"time": now, "channel": channel}],
+                        "sna": None, "url": None}
+        self.verifications[to] = {**verification, "code": code}
+        self.inbox.setdefault(to, []).append(f"Your verification code is: {code}")
+        return verification
+
+    def check_verification(self, to: str, code: str) -> dict[str, Any] | None:
+        pending = self.verifications.get(to)
+        if pending is None or pending["status"] != "pending":
+            return None
+        if code == pending["code"]:
+            pending.update(status="approved", valid=True)
+        result = {k: v for k, v in pending.items() if k != "code"}
+        return result
+
+
+SIM = web.AppKey("sim", TwilioSim)
+
+
+def _authorized(request: web.Request) -> bool:
+    sim = request.app[SIM]
+    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        login, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return (login == sim.config.account_sid and
+            secrets.compare_digest(password.encode(), sim.config.auth_token.encode()))
+
+
+@web.middleware
+async def twilio_auth(request: web.Request, handler: Any) -> web.StreamResponse:
+    if not request.path.startswith("/sim/") and not _authorized(request):
+        return twilio_error(401, 20003, "Authenticate")
+    response: web.StreamResponse = await handler(request)
+    return response
+
+
+async def messages_create(request: web.Request) -> web.Response:
+    sim = request.app[SIM]
+    if request.match_info["account"] != sim.config.account_sid:
+        return twilio_error(404, 20404, "The requested resource was not found")
+    post = await request.post()
+    form = {k: str(v) for k, v in post.items()}
+    media = [str(v) for v in post.getall("MediaUrl", [])]
+    status, body = sim.create_message(form, media)
+    if status != 201:
+        return twilio_error(status, body["code"], body["message"])
+    return web.json_response(body, status=201)
+
+
+async def messages_fetch(request: web.Request) -> web.Response:
+    message = request.app[SIM].messages.get(request.match_info["sid"])
+    if message is None:
+        return twilio_error(404, 20404, "The requested resource was not found")
+    return web.json_response(message)
+
+
+async def messages_list(request: web.Request) -> web.Response:
+    sim = request.app[SIM]
+    q = request.query
+    size = min(int(q.get("PageSize", "50")), 1000)
+    page = int(q.get("Page", "0"))
+    rows = list(reversed(sim.messages.values()))   # newest first, like Twilio
+    if "To" in q:
+        rows = [m for m in rows if m["to"] == q["To"]]
+    if "From" in q:
+        rows = [m for m in rows if m["from"] == q["From"]]
+    def when(m: dict[str, Any]) -> datetime:
+        return parse_rfc2822(m["date_sent"] or m["date_created"])
+
+    for key in ("DateSent>", "DateSent<"):
+        if key in q:
+            bound = datetime.fromisoformat(q[key].replace("Z", "+00:00"))
+            if bound.tzinfo is None:
+                bound = bound.replace(tzinfo=UTC)
+            if key == "DateSent>":
+                rows = [m for m in rows if when(m) >= bound]
+            else:
+                rows = [m for m in rows if when(m) <= bound]
+    chunk = rows[page * size:(page + 1) * size]
+    base = request.path
+    next_uri = (f"{base}?PageSize={size}&Page={page + 1}"
+                if (page + 1) * size < len(rows) else None)
+    return web.json_response({
+        "messages": chunk, "page": page, "page_size": size, "start": page * size,
+        "end": page * size + len(chunk) - 1 if chunk else 0,
+        "first_page_uri": f"{base}?PageSize={size}&Page=0", "next_page_uri": next_uri,
+        "previous_page_uri": None, "uri": request.path_qs})
+
+
+async def lookup(request: web.Request) -> web.Response:
+    sim = request.app[SIM]
+    raw = request.match_info["number"]
+    try:
+        parsed = phonenumbers.parse(raw, None)
+        valid = phonenumbers.is_valid_number(parsed)
+    except phonenumbers.NumberParseException:
+        return twilio_error(404, 20404, "The requested resource was not found")
+    e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    number = sim.number(e164)
+    fields = request.query.get("Fields", "")
+    line_type = None
+    if "line_type_intelligence" in fields and valid:
+        line_type = {"carrier_name": number.carrier, "error_code": None,
+                     "mobile_country_code": number.mcc, "mobile_network_code": number.mnc,
+                     "type": number.line_type}
+    return web.json_response({
+        "calling_country_code": str(parsed.country_code), "country_code": number.country,
+        "phone_number": e164, "national_format": phonenumbers.format_number(
+            parsed, phonenumbers.PhoneNumberFormat.NATIONAL),
+        "valid": valid, "validation_errors": [] if valid else ["NOT_A_NUMBER"],
+        "caller_name": None, "sim_swap": None, "call_forwarding": None, "line_status": None,
+        "line_type_intelligence": line_type, "identity_match": None,
+        "reassigned_number": None, "sms_pumping_risk": None, "phone_number_quality_score": None,
+        "pre_fill": None, "url": f"https://lookups.twilio.com/v2/PhoneNumbers/{e164}"})
+
+
+async def verification_create(request: web.Request) -> web.Response:
+    sim = request.app[SIM]
+    if request.match_info["service"] != sim.config.verify_service_sid:
+        return twilio_error(404, 20404, "The requested resource was not found")
+    form = await request.post()
+    to, channel = str(form.get("To", "")), str(form.get("Channel", "sms"))
+    try:
+        valid = phonenumbers.is_valid_number(phonenumbers.parse(to, None))
+    except phonenumbers.NumberParseException:
+        valid = False
+    if not valid:
+        return twilio_error(400, 60200, "Invalid parameter `To`")
+    return web.json_response(sim.start_verification(to, channel), status=201)
+
+
+async def verification_check(request: web.Request) -> web.Response:
+    sim = request.app[SIM]
+    form = await request.post()
+    result = sim.check_verification(str(form.get("To", "")), str(form.get("Code", "")))
+    if result is None:
+        return twilio_error(404, 20404, "The requested resource was not found")
+    return web.json_response(result, status=201)
+
+
+async def inbox(request: web.Request) -> web.Response:
+    """Not Twilio: what a phone received (Verify codes), for tests and the demo driver."""
+    return web.json_response(request.app[SIM].inbox.get(request.match_info["number"], []))
+
+
+async def stats(request: web.Request) -> web.Response:
+    return web.json_response(dataclasses.asdict(request.app[SIM].stats))
+
+
+def create_sim_app(sim: TwilioSim) -> web.Application:
+    app = web.Application(middlewares=[twilio_auth])
+    app[SIM] = sim
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await sim.start()
+        yield
+        await sim.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    prefix = "/2010-04-01/Accounts/{account}"
+    app.router.add_post(prefix + "/Messages.json", messages_create)
+    app.router.add_get(prefix + "/Messages.json", messages_list)
+    app.router.add_get(prefix + "/Messages/{sid}.json", messages_fetch)
+    app.router.add_get("/v2/PhoneNumbers/{number}", lookup)
+    app.router.add_post("/v2/Services/{service}/Verifications", verification_create)
+    app.router.add_post("/v2/Services/{service}/VerificationCheck", verification_check)
+    app.router.add_get("/sim/inbox/{number}", inbox)
+    app.router.add_get("/sim/stats", stats)
+    return app

@@ -1,0 +1,51 @@
+"""``smsledger simulate``: the local Twilio on --twilio-port, and traffic through the ingester."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+from aiohttp import web
+
+from schema.settings import Settings
+from sim.traffic import Traffic, TrafficConfig
+from sim.twilio import SimConfig, TwilioSim, create_sim_app
+
+
+async def run_simulation(args: argparse.Namespace, settings: Settings) -> int:
+    sim = TwilioSim(SimConfig(
+        account_sid=settings.twilio_account_sid,
+        auth_token=settings.twilio_auth_token.reveal(), seed=args.seed, numbers=args.numbers,
+        time_scale=args.time_scale,
+        verify_service_sid=settings.twilio_verify_service_sid or "VA" + "0" * 32))
+    runner = web.AppRunner(create_sim_app(sim), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", args.twilio_port)
+    await site.start()
+    public = args.public_url or (settings.public_url if settings.public_url !=
+                                 "http://127.0.0.1:8080" else args.ingest_url)
+    print(f"simulated Twilio API on http://127.0.0.1:{args.twilio_port} "
+          f"({len(sim.numbers)} numbers, seed {args.seed}); traffic at {args.rate}/s to "
+          f"{args.ingest_url}" + (f" for {args.duration:g} s" if args.duration else ""),
+          flush=True)
+    traffic = Traffic(sim, TrafficConfig(
+        ingest_url=args.ingest_url.rstrip("/"), public_url=public.rstrip("/"),
+        api_key=settings.api_key.reveal(),
+        our_number=settings.twilio_phone_number or "+15005550006", rate=args.rate,
+        duration=args.duration, seed=args.seed,
+        verify=bool(settings.twilio_verify_service_sid),
+        report_every_s=0 if args.duration else 15))
+    loop = asyncio.get_running_loop()
+    run = asyncio.ensure_future(traffic.run())
+    loop.add_signal_handler(signal.SIGTERM, run.cancel)
+    try:
+        await run
+        await sim.drain(timeout_s=60 * args.time_scale + 5)
+    except asyncio.CancelledError:
+        pass
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        await runner.cleanup()
+    print("simulator: " + traffic.summary(), flush=True)
+    return 0
