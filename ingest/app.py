@@ -18,8 +18,8 @@ from ingest.append import GroupCommitAppender, Overloaded, StoreUnavailable
 from ingest.forms import BadRequest
 from ingest.metrics import IngestMetrics
 from ingest.signature import WebhookSigner
-from ingest.twilio_api import make_client
 from schema.settings import Settings, SettingsError, redact_url
+from twilio_api.client import make_client
 
 log = logging.getLogger("smsledger.ingest")
 

@@ -281,3 +281,18 @@ def suppression(kind: EventType, *, phone: str, reason: str, source: Source, key
         type=kind, idempotency_key=f"{kind}:{phone}:{key_suffix}", source=source,
         occurred_at=now, received_at=now,
         payload={"reason": reason, "evidence": dict(evidence or {})}, phone=phone)
+
+
+def number_looked_up(*, phone: str, carrier_name: str | None, line_type: str | None,
+                     mobile_country_code: str | None, mobile_network_code: str | None,
+                     error_code: int | None, source: Source = Source.ANALYTICS) -> Event:
+    """Twilio Lookup v2 ``line_type_intelligence`` for ``phone``: paid per request, so it is
+    asked once and kept as an event (the rollup stays a pure function of the log)."""
+    now = utc_now()
+    return Event(
+        type=EventType.NUMBER_LOOKED_UP, idempotency_key=f"number.looked_up:{phone}",
+        source=source, occurred_at=now, received_at=now,
+        payload={"carrier_name": carrier_name, "line_type": line_type,
+                 "mobile_country_code": mobile_country_code,
+                 "mobile_network_code": mobile_network_code, "error_code": error_code},
+        phone=phone, error_code=error_code)

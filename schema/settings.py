@@ -170,6 +170,22 @@ SETTINGS: tuple[Setting, ...] = (
             "TwiML reply to START/YES/UNSTOP (empty: none)."),
     Setting("twilio_timeout_s", "SMSLEDGER_TWILIO_TIMEOUT_S", "10",
             "Seconds a Twilio API call may take before the request gets 502.", _positive_float),
+    Setting("rollup_interval_s", "SMSLEDGER_ROLLUP_INTERVAL_S", "5",
+            "Seconds between rollups in `smsledger worker` / `smsledger rollup`.",
+            _positive_float),
+    Setting("hygiene_every_s", "SMSLEDGER_HYGIENE_EVERY_S", "3600",
+            "Seconds between hygiene reports in `smsledger worker` (0: never).",
+            lambda name, raw: 0.0 if raw.strip() == "0" else _positive_float(name, raw)),
+    Setting("lookup_limit", "SMSLEDGER_LOOKUP_LIMIT", "50",
+            "Numbers looked up with Twilio Lookup v2 per worker run (paid per request; 0: "
+            "off; off anyway without Twilio credentials).",
+            lambda name, raw: 0 if raw.strip() == "0" else _positive_int(name, raw)),
+    Setting("hygiene_rules", "SMSLEDGER_HYGIENE_RULES", "",
+            "A TOML file of list-hygiene rules replacing the shipped ones (see "
+            "analytics/hygiene_rules.toml).", lambda _n, raw: Path(raw) if raw else None),
+    Setting("notify_url", "SMSLEDGER_NOTIFY_URL", "",
+            "POST a JSON summary of each hygiene report here (empty: don't).",
+            _optional_http_url),
     Setting("log_level", "SMSLEDGER_LOG_LEVEL", "INFO",
             "DEBUG, INFO, WARNING or ERROR.", _log_level),
 )
@@ -195,6 +211,11 @@ class Settings:
     opt_out_reply: str = ""
     opt_in_reply: str = ""
     twilio_timeout_s: float = 10.0
+    rollup_interval_s: float = 5.0
+    hygiene_every_s: float = 3600.0
+    lookup_limit: int = 50
+    hygiene_rules: Path | None = None
+    notify_url: str = ""
     log_level: str = "INFO"
 
     @classmethod

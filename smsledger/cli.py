@@ -12,7 +12,10 @@ import logging
 import shlex
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
+from analytics.hygiene import RulesError
 from schema.migrate import MigrationError, migrate_url
 from schema.settings import Settings, SettingsError, redact_url, settings_help
 from smsledger import devdb
@@ -78,6 +81,88 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     return int(asyncio.run(run_simulation(args, settings)))
 
 
+def _worker_config(args: argparse.Namespace, settings: Settings, once: bool) -> Any:
+    from analytics.hygiene import load_rules
+    from analytics.worker import WorkerConfig
+
+    settings.require("database_url")
+    return WorkerConfig(
+        database_url=settings.database_url, data_dir=settings.data_dir,
+        rules=load_rules(settings.hygiene_rules),
+        interval_s=getattr(args, "interval", None) or settings.rollup_interval_s,
+        batch_size=args.batch_size,
+        hygiene_every_s=(settings.hygiene_every_s if getattr(args, "hygiene_every", None) is None
+                         else args.hygiene_every),
+        lookup_limit=(settings.lookup_limit if getattr(args, "lookup_limit", None) is None
+                      else args.lookup_limit),
+        notify_url=getattr(args, "notify_url", "") or settings.notify_url, once=once,
+        crash_after_batches=getattr(args, "crash_after_batches", 0))
+
+
+def cmd_rollup(args: argparse.Namespace, settings: Settings) -> int:
+    from analytics.worker import run_worker
+
+    config = _worker_config(args, settings, once=args.once)
+    config.hygiene_every_s, config.lookup_limit = 0, 0
+    result = asyncio.run(run_worker(config))
+    print(f"rollup: applied {result.events} events in {result.batches} batches; snapshot "
+          f"{settings.data_dir / 'analytics.duckdb'}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from analytics.worker import run_worker
+    from twilio_api.client import make_client
+
+    config = _worker_config(args, settings, once=args.once)
+
+    async def main() -> None:
+        client = http = None
+        if config.lookup_limit and settings.twilio_account_sid and settings.twilio_auth_token:
+            client, http = make_client(settings)
+        elif config.lookup_limit:
+            log.info("Lookup enrichment off: no TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN")
+        try:
+            await run_worker(config, client)
+        finally:
+            if http is not None:
+                await http.close()
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from analytics.report import hygiene_report
+    from analytics.snapshot import SnapshotMissing, open_snapshot
+
+    config = _worker_config(args, settings, once=True)
+    try:
+        con = open_snapshot(settings.data_dir)
+    except SnapshotMissing as exc:
+        raise SettingsError(str(exc)) from None
+
+    async def main() -> Any:
+        import asyncpg
+
+        pg = await asyncpg.connect(settings.database_url)
+        try:
+            return await hygiene_report(con, pg, config.rules,
+                                        args.out or settings.data_dir / "reports",
+                                        config.notify_url)
+        finally:
+            await pg.close()
+
+    try:
+        report = asyncio.run(main())
+    finally:
+        con.close()
+    print(f"hygiene report ({report.rules_version}): {len(report.rows)} numbers flagged "
+          f"{report.counts}; {report.suppressed_now} newly suppressed")
+    print(f"  {report.csv_path}\n  {report.html_path}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from smsledger.demo import run_demo
 
@@ -113,6 +198,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--database", default="",
                    help="create and use this database on a found server (ignored when "
                         "DATABASE_URL is set)")
+
+    p = add("rollup", cmd_rollup, "Apply new events to the DuckDB model and publish the "
+            "snapshot (SMSLEDGER_DATA_DIR/analytics.duckdb); every "
+            "SMSLEDGER_ROLLUP_INTERVAL_S, or once with --once.")
+    p.add_argument("--once", action="store_true", help="apply what is there now, then exit")
+    p.add_argument("--interval", type=float, default=None,
+                   help="seconds between rollups [SMSLEDGER_ROLLUP_INTERVAL_S]")
+    p.add_argument("--batch-size", type=int, default=100_000,
+                   help="events per DuckDB transaction [100000]")
+    p.add_argument("--crash-after-batches", type=int, default=0, help=argparse.SUPPRESS)
+
+    p = add("worker", cmd_worker, "The analytics worker: rollup every "
+            "SMSLEDGER_ROLLUP_INTERVAL_S, Lookup enrichment, the hygiene report every "
+            "SMSLEDGER_HYGIENE_EVERY_S. One leader at a time; SIGTERM finishes the batch.")
+    p.add_argument("--once", action="store_true", help="one round, then exit")
+    p.add_argument("--interval", type=float, default=None,
+                   help="seconds between rollups [SMSLEDGER_ROLLUP_INTERVAL_S]")
+    p.add_argument("--hygiene-every", type=float, default=None,
+                   help="seconds between hygiene reports, 0 never [SMSLEDGER_HYGIENE_EVERY_S]")
+    p.add_argument("--lookup-limit", type=int, default=None,
+                   help="Lookup v2 requests per run, 0 off [SMSLEDGER_LOOKUP_LIMIT]")
+    p.add_argument("--notify-url", default="", help="[SMSLEDGER_NOTIFY_URL]")
+    p.add_argument("--batch-size", type=int, default=100_000,
+                   help="events per DuckDB transaction [100000]")
+
+    p = add("report", cmd_report, "Write a report from the published snapshot. `hygiene`: "
+            "CSV and HTML of the numbers to stop texting, and contact.suppressed events for "
+            "new removals.")
+    p.add_argument("kind", choices=["hygiene"])
+    p.add_argument("--out", type=Path, default=None,
+                   help="directory for the files [SMSLEDGER_DATA_DIR/reports]")
+    p.add_argument("--notify-url", default="", help="POST a JSON summary here "
+                   "[SMSLEDGER_NOTIFY_URL]")
+    p.add_argument("--batch-size", type=int, default=100_000, help=argparse.SUPPRESS)
 
     p = add("simulate", cmd_simulate,
             "Run the local Twilio simulator and drive realistic traffic through the ingester "
@@ -153,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(settings)
         result: int = args.func(args, settings)
         return result
-    except (SettingsError, MigrationError, devdb.DatabaseNotFound) as exc:
+    except (SettingsError, MigrationError, devdb.DatabaseNotFound, RulesError) as exc:
         print(f"smsledger {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

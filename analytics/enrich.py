@@ -1,0 +1,57 @@
+"""Carrier enrichment through Twilio Lookup v2 ``line_type_intelligence``.
+
+Paid per request: each number is asked once, the answer appended as a ``number.looked_up``
+event (keyed by the number, so a second answer stores nothing) and the rollup reads it from the
+log like any other fact. Bounded per run; off when there are no Twilio credentials.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp
+import asyncpg
+import duckdb
+from twilio.base.exceptions import TwilioRestException
+
+from schema import store
+from schema.events import Event, number_looked_up
+
+log = logging.getLogger("smsledger.analytics.enrich")
+
+
+def numbers_to_look_up(duck: duckdb.DuckDBPyConnection, limit: int,
+                       asked: set[str]) -> list[str]:
+    rows = duck.execute(
+        "SELECT phone FROM number_info WHERE looked_up_at IS NULL AND phone LIKE '+%' "
+        "ORDER BY phone LIMIT ?", [limit + len(asked)]).fetchall()
+    return [r[0] for r in rows if r[0] not in asked][:limit]
+
+
+async def look_up(client: Any, pg: asyncpg.Connection, phones: list[str],
+                  asked: set[str]) -> int:
+    """Ask Lookup about ``phones``; append what it says. Returns events stored."""
+    events: list[Event] = []
+    for phone in phones:
+        asked.add(phone)
+        try:
+            result = await client.lookups.v2.phone_numbers(phone).fetch_async(
+                fields="line_type_intelligence")
+        except TwilioRestException as exc:
+            log.warning("lookup of a number failed: Twilio %s %s", exc.status, exc.code)
+            continue
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.warning("lookup unavailable (%s); trying again next run", type(exc).__name__)
+            asked.discard(phone)
+            break
+        info = result.line_type_intelligence or {}
+        events.append(number_looked_up(
+            phone=phone, carrier_name=info.get("carrier_name"), line_type=info.get("type"),
+            mobile_country_code=info.get("mobile_country_code"),
+            mobile_network_code=info.get("mobile_network_code"),
+            error_code=info.get("error_code")))
+    if not events:
+        return 0
+    async with pg.transaction():
+        return len(await store.append(pg, events))

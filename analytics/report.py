@@ -1,0 +1,138 @@
+"""The list-hygiene report: which numbers to stop texting, why, and what to do.
+
+Writes a CSV (one row per flagged number with its evidence) and an HTML summary under
+``$SMSLEDGER_DATA_DIR/reports``, appends ``contact.suppressed`` for new removals so the send
+path refuses them (the loop closes through the event log), and optionally posts a JSON summary.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import html
+import json
+import logging
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import duckdb
+
+from analytics.hygiene import HygieneRules
+from schema import store
+from schema.events import EventType, Source, suppression
+
+log = logging.getLogger("smsledger.analytics.report")
+
+COLUMNS = ["phone", "verdict", "reason", "error_codes", "sends", "deliveries", "failures",
+           "consecutive_failures", "first_failure_at", "last_failure_at", "last_delivered_at",
+           "country", "carrier", "line_type", "recommended_action", "rules_version"]
+# Verdicts that suppress the number (opt-outs already block sends on their own).
+SUPPRESS = ("remove", "unreachable", "blocked")
+
+
+@dataclasses.dataclass
+class HygieneReport:
+    csv_path: Path
+    html_path: Path
+    rows: list[dict[str, Any]]
+    counts: dict[str, int]
+    suppressed_now: int
+    rules_version: str
+    generated_at: datetime
+
+    def summary(self) -> dict[str, Any]:
+        return {"report": "hygiene", "generated_at": self.generated_at.isoformat(),
+                "rules_version": self.rules_version, "flagged": len(self.rows),
+                "by_verdict": self.counts, "suppressed_now": self.suppressed_now,
+                "csv": str(self.csv_path), "html": str(self.html_path)}
+
+
+def flagged(con: duckdb.DuckDBPyConnection, rules: HygieneRules) -> list[dict[str, Any]]:
+    cur = con.execute(
+        "SELECT phone, verdict, reason, error_codes, sends, deliveries, failures, "
+        "consecutive_failures, first_failure_at, last_failure_at, last_delivered_at, country, "
+        "carrier, line_type, action AS recommended_action, suppressed "
+        "FROM numbers WHERE verdict <> 'ok' "
+        "ORDER BY CASE verdict WHEN 'remove' THEN 0 WHEN 'unreachable' THEN 1 "
+        "WHEN 'blocked' THEN 2 ELSE 3 END, last_failure_at DESC NULLS LAST, phone")
+    names = [d[0] for d in cur.description]
+    rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    for row in rows:
+        row["rules_version"] = rules.version
+    return rows
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return "" if value is None else str(value)
+
+
+def write_files(rows: list[dict[str, Any]], counts: dict[str, int], out_dir: Path,
+                rules: HygieneRules, now: datetime) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    csv_path, html_path = out_dir / f"hygiene-{stamp}.csv", out_dir / f"hygiene-{stamp}.html"
+    with csv_path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(COLUMNS)
+        for row in rows:
+            writer.writerow([_cell(row.get(c)) for c in COLUMNS])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_cell(row.get(c)))}</td>" for c in COLUMNS[:12])
+        + "</tr>" for row in rows)
+    summary = "".join(f"<li><b>{html.escape(k)}</b>: {v}</li>" for k, v in sorted(counts.items()))
+    html_path.write_text(
+        "<!doctype html><meta charset=utf-8><title>smsledger list hygiene</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}</style>"
+        f"<h1>List hygiene report</h1><p>{_cell(now)} · rules {html.escape(rules.version)} · "
+        f"{len(rows)} numbers flagged</p><ul>{summary}</ul><table><tr>"
+        + "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS[:12]) + f"</tr>{body}</table>",
+        encoding="utf-8")
+    for path, latest in ((csv_path, "hygiene-latest.csv"), (html_path, "hygiene-latest.html")):
+        (out_dir / latest).write_bytes(path.read_bytes())
+    return csv_path, html_path
+
+
+async def suppress_new(pg: asyncpg.Connection, rows: list[dict[str, Any]],
+                       rules: HygieneRules) -> int:
+    """``contact.suppressed`` for each flagged number not yet suppressed. The key names the
+    rules version, the verdict and the latest failure: the same evidence suppresses once."""
+    events = [suppression(
+        EventType.CONTACT_SUPPRESSED, phone=row["phone"], reason=row["reason"],
+        source=Source.ANALYTICS,
+        key_suffix=f"hygiene:{rules.version}:{row['verdict']}:{_cell(row['last_failure_at'])}",
+        evidence={"verdict": row["verdict"], "error_codes": row["error_codes"],
+                  "failures": row["failures"], "rules_version": rules.version})
+        for row in rows if row["verdict"] in SUPPRESS and not row["suppressed"]]
+    if not events:
+        return 0
+    async with pg.transaction():
+        return len(await store.append(pg, events))
+
+
+async def notify(url: str, summary: dict[str, Any]) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        async with session.post(url, json=summary) as resp:
+            if resp.status >= 300:
+                raise RuntimeError(f"the notify URL answered {resp.status}")
+
+
+async def hygiene_report(con: duckdb.DuckDBPyConnection, pg: asyncpg.Connection,
+                         rules: HygieneRules, out_dir: Path, notify_url: str = "",
+                         ) -> HygieneReport:
+    now = datetime.now(UTC)
+    rows = flagged(con, rules)
+    counts = dict(Counter(row["verdict"] for row in rows))
+    csv_path, html_path = write_files(rows, counts, out_dir, rules, now)
+    suppressed = await suppress_new(pg, rows, rules)
+    report = HygieneReport(csv_path, html_path, rows, counts, suppressed, rules.version, now)
+    if notify_url:
+        await notify(notify_url, report.summary())
+    log.info("hygiene report: %s", json.dumps(report.summary()))
+    return report

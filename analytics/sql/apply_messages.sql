@@ -1,0 +1,52 @@
+-- Fold a batch into `messages`. Every column merges with an order-free rule (first non-null,
+-- earliest, latest, highest status key), so the result does not depend on how the log was cut
+-- into batches, nor on the order callbacks arrived in.
+CREATE OR REPLACE TEMP TABLE batch_msgs AS
+SELECT message_sid,
+       any_value(phone) AS to_number,
+       any_value(from_number) FILTER (WHERE type = 'message.sent') AS from_number,
+       any_value(service_sid) FILTER (WHERE type = 'message.sent') AS messaging_service_sid,
+       any_value(category) FILTER (WHERE type = 'message.sent') AS category,
+       any_value(source) FILTER (WHERE type = 'message.sent') AS send_source,
+       arg_max(status, status_key(status, error_code)) AS status,
+       max(status_key(status, error_code)) AS status_key,
+       arg_max(error_code, status_key(status, error_code)) AS error_code,
+       any_value(segments) FILTER (WHERE type = 'message.sent') AS segments,
+       min(occurred_at) FILTER (WHERE type = 'message.sent') AS sent_at,
+       min(received_at) AS first_seen_at,
+       min(received_at) FILTER (WHERE status IN ('queued', 'accepted')) AS first_queued_at,
+       min(received_at) FILTER (WHERE type = 'message.status' AND status = 'sent')
+           AS first_sent_at,
+       min(received_at) FILTER (WHERE status = 'delivered') AS delivered_at,
+       min(received_at) FILTER (WHERE status IN ('undelivered', 'failed')) AS failed_at,
+       min(received_at) FILTER (WHERE status = 'read') AS read_at,
+       max(received_at) AS updated_at
+FROM batch
+WHERE message_sid IS NOT NULL AND type IN ('message.sent', 'message.status')
+GROUP BY message_sid;
+
+CREATE OR REPLACE TEMP TABLE merged AS
+SELECT b.message_sid,
+       coalesce(m.to_number, b.to_number) AS to_number,
+       coalesce(m.from_number, b.from_number) AS from_number,
+       coalesce(m.messaging_service_sid, b.messaging_service_sid) AS messaging_service_sid,
+       coalesce(m.category, b.category) AS category,
+       coalesce(m.send_source, b.send_source) AS send_source,
+       CASE WHEN coalesce(b.status_key, -1) > coalesce(m.status_key, -1)
+            THEN b.status ELSE m.status END AS status,
+       greatest(m.status_key, b.status_key) AS status_key,
+       CASE WHEN coalesce(b.status_key, -1) > coalesce(m.status_key, -1)
+            THEN b.error_code ELSE m.error_code END AS error_code,
+       coalesce(m.segments, b.segments) AS segments,
+       least(m.sent_at, b.sent_at) AS sent_at,
+       least(m.first_seen_at, b.first_seen_at) AS first_seen_at,
+       least(m.first_queued_at, b.first_queued_at) AS first_queued_at,
+       least(m.first_sent_at, b.first_sent_at) AS first_sent_at,
+       least(m.delivered_at, b.delivered_at) AS delivered_at,
+       least(m.failed_at, b.failed_at) AS failed_at,
+       least(m.read_at, b.read_at) AS read_at,
+       greatest(m.updated_at, b.updated_at) AS updated_at
+FROM batch_msgs b LEFT JOIN messages m USING (message_sid);
+
+DELETE FROM messages WHERE message_sid IN (SELECT message_sid FROM batch_msgs);
+INSERT INTO messages BY NAME SELECT * FROM merged;

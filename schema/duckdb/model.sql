@@ -1,0 +1,127 @@
+-- The analytics model in DuckDB, written by one process (the rollup). Every table is a pure
+-- function of the event log: a rebuild from scratch gives the same rows.
+
+CREATE TABLE IF NOT EXISTS rollup_cursor (
+    id          INTEGER PRIMARY KEY,       -- always 1
+    tx_id       UBIGINT NOT NULL,
+    position    BIGINT NOT NULL,
+    events      BIGINT NOT NULL,           -- events applied so far
+    updated_at  TIMESTAMPTZ NOT NULL
+);
+
+-- The event timeline (the audit trail), without the raw payload.
+CREATE TABLE IF NOT EXISTS events (
+    position     BIGINT NOT NULL,
+    tx_id        UBIGINT NOT NULL,
+    type         VARCHAR NOT NULL,
+    source       VARCHAR NOT NULL,
+    message_sid  VARCHAR,
+    phone        VARCHAR,
+    status       VARCHAR,
+    error_code   INTEGER,
+    occurred_at  TIMESTAMPTZ NOT NULL,
+    received_at  TIMESTAMPTZ NOT NULL,
+    category     VARCHAR,
+    detail       VARCHAR
+);
+
+-- One row per outbound message (inbound ones are in the timeline). `status` is the final status by rank: a late or duplicated callback
+-- never moves it backwards.
+CREATE TABLE IF NOT EXISTS messages (
+    message_sid            VARCHAR PRIMARY KEY,
+    to_number              VARCHAR,
+    from_number            VARCHAR,
+    messaging_service_sid  VARCHAR,
+    category               VARCHAR,
+    send_source            VARCHAR,            -- api, webhook, reconcile, backfill
+    status                 VARCHAR,
+    status_key             BIGINT,             -- rank of status, then error code: max wins
+    error_code             INTEGER,
+    segments               INTEGER,
+    sent_at                TIMESTAMPTZ,        -- when it was handed to Twilio
+    first_seen_at          TIMESTAMPTZ,        -- the earliest event of the message
+    first_queued_at        TIMESTAMPTZ,
+    first_sent_at          TIMESTAMPTZ,
+    delivered_at           TIMESTAMPTZ,
+    failed_at              TIMESTAMPTZ,        -- first undelivered or failed
+    read_at                TIMESTAMPTZ,
+    updated_at             TIMESTAMPTZ
+);
+
+-- Per number, what Python knows from the number itself (country, the phonenumbers carrier
+-- hint) and what Lookup v2 said, if it was asked.
+CREATE TABLE IF NOT EXISTS number_info (
+    phone          VARCHAR PRIMARY KEY,
+    country        VARCHAR,
+    carrier_hint   VARCHAR,
+    type_hint      VARCHAR,
+    lookup_carrier VARCHAR,
+    lookup_type    VARCHAR,
+    looked_up_at   TIMESTAMPTZ
+);
+
+-- Per number state and its hygiene verdict, recomputed for the numbers each batch touches.
+CREATE TABLE IF NOT EXISTS numbers (
+    phone                 VARCHAR PRIMARY KEY,
+    country               VARCHAR,
+    carrier               VARCHAR,
+    carrier_source        VARCHAR,             -- lookup or hint
+    line_type             VARCHAR,
+    sends                 INTEGER,
+    deliveries            INTEGER,
+    failures              INTEGER,
+    consecutive_failures  INTEGER,
+    last_error            INTEGER,
+    first_failure_at      TIMESTAMPTZ,
+    last_failure_at       TIMESTAMPTZ,
+    last_delivered_at     TIMESTAMPTZ,
+    opted_out             BOOLEAN,
+    opted_out_at          TIMESTAMPTZ,
+    suppressed            BOOLEAN,
+    error_codes           VARCHAR,             -- "30003x4, 30005x1"
+    verdict               VARCHAR,             -- ok, remove, unreachable, blocked, opted_out
+    reason                VARCHAR,
+    action                VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS error_codes (
+    code               INTEGER PRIMARY KEY,
+    meaning            VARCHAR NOT NULL,
+    class              VARCHAR NOT NULL,
+    catalogue_version  VARCHAR NOT NULL
+);
+
+-- A status's place in a message's life; the highest key is the final status, whatever order
+-- the callbacks came in. Unknown statuses rank between sending and sent.
+CREATE OR REPLACE MACRO status_key(s, code) AS
+    CASE WHEN s IS NULL THEN NULL ELSE
+        (CASE s WHEN 'scheduled' THEN 10 WHEN 'accepted' THEN 11 WHEN 'queued' THEN 20
+                WHEN 'sending' THEN 30 WHEN 'sent' THEN 40 WHEN 'receiving' THEN 41
+                WHEN 'received' THEN 50 WHEN 'partially_delivered' THEN 51
+                WHEN 'canceled' THEN 60 WHEN 'undelivered' THEN 61 WHEN 'failed' THEN 62
+                WHEN 'delivered' THEN 70 WHEN 'read' THEN 80 ELSE 35 END)::BIGINT * 1000000
+        + coalesce(code, 0) END;
+
+CREATE OR REPLACE VIEW status_changes AS
+    SELECT message_sid, status, error_code, received_at, position, source
+    FROM events WHERE type = 'message.status';
+
+CREATE OR REPLACE VIEW message_facts AS
+    SELECT m.*,
+           e.class AS error_class,
+           e.meaning AS error_meaning,
+           n.carrier, n.line_type, n.country,
+           epoch(m.delivered_at - m.sent_at) AS latency_s
+    FROM messages m
+    LEFT JOIN error_codes e ON e.code = m.error_code
+    LEFT JOIN numbers n ON n.phone = m.to_number;
+
+CREATE OR REPLACE VIEW daily AS
+    SELECT date_trunc('day', coalesce(sent_at, first_seen_at)) AS day,
+           category, country, carrier, coalesce(from_number, messaging_service_sid) AS sender,
+           count(*) AS messages,
+           count(*) FILTER (WHERE status IN ('delivered', 'read')) AS delivered,
+           count(*) FILTER (WHERE status IN ('undelivered', 'failed')) AS failed,
+           sum(segments) AS segments
+    FROM message_facts
+    GROUP BY ALL;
