@@ -29,6 +29,9 @@ def open_model(path: Path | str) -> duckdb.DuckDBPyConnection:
         path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path))
     con.execute("SET TimeZone = 'UTC'")
+    # No automatic checkpoint inside a batch's commit (it rewrote the tables on every large
+    # commit); the worker checkpoints when it publishes a snapshot, once per round.
+    con.execute("SET checkpoint_threshold = '8GB'")
     con.execute(ddl())
     con.execute("BEGIN")
     con.execute("DELETE FROM error_codes")

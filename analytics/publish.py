@@ -1,22 +1,29 @@
-"""Publishing the model for readers by atomic file replace.
+"""Publishing the model for readers by atomic replace.
 
 DuckDB allows one writer process and no reader in another process while it writes. So the
-worker writes a private file and, after each rollup, checkpoints it and copies it to
-``analytics.duckdb.tmp``, fsyncs, and ``os.replace``s it over ``analytics.duckdb``. A reader
-holding the old file keeps a consistent old snapshot (its inode lives on); the next open sees the
-new one whole. Neither side ever waits for the other, and no reader sees half a batch.
+worker writes a private file and, after each rollup, checkpoints it and copies it to a new,
+uniquely named file under ``snapshots/``, fsyncs it, and atomically replaces the symlink
+``analytics.duckdb`` with one pointing at it. A reader holding an old snapshot keeps a
+consistent old view (its file lives on until it closes it); the next open sees the new one
+whole. Neither side ever waits for the other, and no reader sees half a batch.
+
+Why a new name each time rather than copying over one path: DuckDB keeps one database instance
+per path per process, so a long-lived reader (the dashboard) reopening the same path would be
+handed the old instance again. Readers open ``os.path.realpath(analytics.duckdb)``.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import duckdb
 
 WORK_NAME = "analytics-work.duckdb"
 SNAPSHOT_NAME = "analytics.duckdb"
+KEEP = 3     # older snapshots are deleted; open readers keep theirs until they close it
 
 
 def work_path(data_dir: Path) -> Path:
@@ -27,15 +34,32 @@ def snapshot_path(data_dir: Path) -> Path:
     return data_dir / SNAPSHOT_NAME
 
 
-def publish(con: duckdb.DuckDBPyConnection, source: Path, target: Path) -> None:
-    con.execute("CHECKPOINT")   # everything committed is in the main file, none in the WAL
-    tmp = target.with_name(target.name + ".tmp")
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(con: duckdb.DuckDBPyConnection, source: Path, target: Path) -> Path:
+    """Publish ``source`` (the writer's file, connection ``con``) at ``target``; return the
+    snapshot file now behind it."""
+    con.execute("CHECKPOINT")   # everything committed is in the main file, nothing in the WAL
+    folder = target.parent / "snapshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"analytics-{time.time_ns()}.duckdb"
+    tmp = folder / (name + ".tmp")
     shutil.copyfile(source, tmp)
     with tmp.open("rb") as f:
         os.fsync(f.fileno())
-    os.replace(tmp, target)
-    directory = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    os.replace(tmp, folder / name)
+    link = target.with_name(target.name + ".link-tmp")
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(Path("snapshots") / name)
+    os.replace(link, target)
+    _fsync_dir(target.parent)
+    for old in sorted(p for p in folder.glob("analytics-*.duckdb"))[:-KEEP]:
+        old.unlink(missing_ok=True)
+    return folder / name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import duckdb
@@ -13,11 +14,16 @@ class SnapshotMissing(RuntimeError):
     pass
 
 
-def open_snapshot(data_dir: Path) -> duckdb.DuckDBPyConnection:
+def current_snapshot(data_dir: Path) -> Path:
+    """The file behind ``analytics.duckdb`` now (a new name for every publish)."""
     path = snapshot_path(data_dir)
     if not path.exists():
         raise SnapshotMissing(f"no analytics snapshot at {path} yet: run `smsledger rollup "
                               "--once` or `smsledger worker` first")
-    con = duckdb.connect(str(path), read_only=True)
+    return Path(os.path.realpath(path))
+
+
+def open_snapshot(data_dir: Path) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(str(current_snapshot(data_dir)), read_only=True)
     con.execute("SET TimeZone = 'UTC'")
     return con

@@ -82,7 +82,7 @@ async def run_worker(config: WorkerConfig, twilio_client: Any = None,
             rollup = Rollup(duck, config.rules, batch_size=config.batch_size,
                             crash_after_batches=config.crash_after_batches)
             asked: set[str] = set()
-            last_report = time.monotonic()
+            last_report = -float("inf")   # the first report follows the first rollup
             first = True
             while True:
                 result = await rollup.run(pg, stop)

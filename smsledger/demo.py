@@ -1,8 +1,9 @@
 """``smsledger demo``: the whole thing on one machine, with the Twilio simulator.
 
 It finds or starts PostgreSQL, migrates, then runs each part as a child process it owns (by
-PID): the ingester and the simulator driving traffic through it. Ctrl-C (or ``--duration``)
-stops every child it started, then the private cluster if it started one. Nothing else is touched.
+PID): the ingester, the simulator driving traffic through it, and the analytics worker.
+Ctrl-C (or ``--duration``) stops every child it started, then the private cluster if it
+started one. Nothing else is touched.
 """
 
 from __future__ import annotations
@@ -113,6 +114,10 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
               "--seed", str(args.seed))
         print(f"simulator: http://127.0.0.1:{twilio_port}  (a local Twilio; {args.rate:g} "
               "actions/s through the ingester; progress every 15 s)")
+        spawn("worker", "worker", "--interval", "3", "--hygiene-every", "60",
+              "--lookup-limit", "20")
+        print(f"worker:    rollup every 3 s into {data_dir / 'analytics.duckdb'}; hygiene "
+              f"report every 60 s under {data_dir / 'reports'}")
         print("press Ctrl-C to stop everything")
         started = time.monotonic()
         while not stopping:

@@ -1,0 +1,161 @@
+"""The rollup: never misses, never repeats, and its model is a pure function of the log."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import asyncpg
+import duckdb
+
+from analytics.hygiene import load_rules
+from analytics.model import open_model
+from analytics.reader import prepare
+from analytics.rollup import Rollup
+from analytics.snapshot import open_snapshot
+from schema import store
+from tests.factory import T0, append, message, rollup, sent, status, table
+
+ROOT = Path(__file__).resolve().parent.parent
+PHONES = [f"+1415555{n:04d}" for n in range(40)]
+
+
+def random_log(seed: int, messages: int) -> list:  # type: ignore[type-arg]
+    """Messages with realistic outcomes, callbacks shuffled and duplicated."""
+    rng = random.Random(seed)
+    evs = []
+    for n in range(messages):
+        outcome, code = rng.choice([("delivered", None)] * 6 + [
+            ("undelivered", 30003), ("undelivered", 30005), ("failed", 30006),
+            ("undelivered", 30007)])
+        when = T0 + timedelta(minutes=n)
+        evs.extend(message(n, rng.choice(PHONES), when, outcome, code, rng.uniform(1, 20)))
+    rng.shuffle(evs)
+    return evs + rng.sample(evs, len(evs) // 10)
+
+
+async def test_out_of_order_and_duplicate_callbacks(db_url: str, db: asyncpg.Connection,
+                                                    tmp_path: Path) -> None:
+    sid, to = "SM" + "1" * 32, PHONES[0]
+    delivered = status(sid, to, "delivered", T0 + timedelta(seconds=5))
+    await append(db, [delivered, status(sid, to, "sent", T0 + timedelta(seconds=6))])
+    await append(db, [sent(sid, to, T0)])
+    await append(db, [status(sid, to, "queued", T0 + timedelta(seconds=7)), delivered])
+    duck, _ = await rollup(db_url, tmp_path / "m.duckdb", batch_size=1)
+    row = duck.execute("SELECT status, error_code, latency_s, first_sent_at, sent_at "
+                       "FROM message_facts").fetchall()
+    assert row == [("delivered", None, 5.0, T0 + timedelta(seconds=6), T0)]
+    # A late failure callback after delivery does not move the status backwards.
+    await append(db, [status(sid, to, "undelivered", T0 + timedelta(seconds=30), 30003)])
+    duck.close()
+    duck, _ = await rollup(db_url, tmp_path / "m.duckdb")
+    assert duck.execute("SELECT status, latency_s FROM message_facts").fetchall() == [
+        ("delivered", 5.0)]
+
+
+async def test_batching_does_not_change_the_model(db_url: str, db: asyncpg.Connection,
+                                                  tmp_path: Path) -> None:
+    await append(db, random_log(1, 300))
+    one, r1 = await rollup(db_url, tmp_path / "a.duckdb", batch_size=7)
+    many, r2 = await rollup(db_url, tmp_path / "b.duckdb", batch_size=100_000)
+    assert r1.events == r2.events == await db.fetchval("SELECT count(*) FROM events")
+    assert r1.batches > r2.batches == 1
+    for name, order in [("messages", "message_sid"), ("numbers", "phone"),
+                        ("events", "position")]:
+        assert table(one, name, order) == table(many, name, order), name
+
+
+async def test_reader_waits_for_a_late_transaction(db_url: str, db: asyncpg.Connection,
+                                                   tmp_path: Path) -> None:
+    slow = await asyncpg.connect(db_url)
+    try:
+        tx = slow.transaction()
+        await tx.start()
+        await store.append(slow, [sent("SM" + "a" * 32, PHONES[1], T0)])
+        await append(db, [sent("SM" + "b" * 32, PHONES[2], T0)])
+        duck, result = await rollup(db_url, tmp_path / "g.duckdb")
+        assert result.events == 0   # the later commit waits behind the open transaction
+        duck.close()
+        await tx.commit()
+        duck, result = await rollup(db_url, tmp_path / "g.duckdb")
+        assert result.events == 2
+        assert duck.execute("SELECT count(*), count(DISTINCT position) FROM events"
+                            ).fetchone() == (2, 2)
+        duck.close()
+        duck, result = await rollup(db_url, tmp_path / "g.duckdb")
+        assert result.events == 0   # nothing repeated
+    finally:
+        await slow.close()
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "smsledger.cli", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+async def test_rollup_killed_mid_batch_then_rerun_equals_a_rebuild(
+        db_url: str, db: asyncpg.Connection, tmp_path: Path) -> None:
+    await append(db, random_log(2, 400))
+    env = dict(os.environ, DATABASE_URL=db_url, SMSLEDGER_DATA_DIR=str(tmp_path / "crash"))
+    killed = await asyncio.to_thread(cli, "rollup", "--once", "--batch-size", "100",
+                                     "--crash-after-batches", "4", env=env)
+    assert killed.returncode == -9, killed.stderr
+    partial = duckdb.connect(str(tmp_path / "crash" / "analytics-work.duckdb"))
+    applied = partial.execute("SELECT events FROM rollup_cursor").fetchone()
+    assert applied == (300,)    # three batches committed, the fourth rolled back whole
+    assert partial.execute("SELECT count(*) FROM events").fetchone() == (300,)
+    partial.close()
+    rerun = await asyncio.to_thread(cli, "rollup", "--once", "--batch-size", "100", env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    resumed = duckdb.connect(str(tmp_path / "crash" / "analytics-work.duckdb"))
+    scratch, _ = await rollup(db_url, tmp_path / "scratch.duckdb", batch_size=5000)
+    for name, order in [("messages", "message_sid"), ("numbers", "phone"),
+                        ("events", "position"), ("number_info", "phone")]:
+        assert table(resumed, name, order) == table(scratch, name, order), name
+
+
+async def test_two_workers_apply_each_event_once(db_url: str, db: asyncpg.Connection,
+                                                 tmp_path: Path) -> None:
+    await append(db, random_log(3, 300))
+    env = dict(os.environ, DATABASE_URL=db_url, SMSLEDGER_DATA_DIR=str(tmp_path / "w"))
+    first, second = await asyncio.gather(
+        asyncio.to_thread(cli, "rollup", "--once", "--batch-size", "50", env=env),
+        asyncio.to_thread(cli, "rollup", "--once", "--batch-size", "50", env=env))
+    assert first.returncode == second.returncode == 0, (first.stderr, second.stderr)
+    applied = sorted(int(r.stdout.split("applied ")[1].split()[0]) for r in (first, second))
+    total = await db.fetchval("SELECT count(*) FROM events")
+    assert applied == [0, total]
+    duck = open_snapshot(tmp_path / "w")
+    assert duck.execute("SELECT count(*), count(DISTINCT position) FROM events").fetchone() \
+        == (total, total)
+
+
+async def test_snapshot_is_whole_and_old_readers_keep_working(
+        db_url: str, db: asyncpg.Connection, tmp_path: Path) -> None:
+    from analytics.publish import publish
+    await append(db, random_log(4, 50))
+    work = tmp_path / "analytics-work.duckdb"
+    snap = tmp_path / "analytics.duckdb"
+    pg = await asyncpg.connect(db_url)
+    await prepare(pg)
+    duck = open_model(work)
+    rollup_ = Rollup(duck, load_rules(), batch_size=20)
+    await rollup_.run(pg)
+    publish(duck, work, snap)
+    reader = duckdb.connect(str(snap), read_only=True)
+    before = reader.execute("SELECT count(*) FROM events").fetchone()
+    await append(db, random_log(5, 50)[:30])
+    await rollup_.run(pg)
+    publish(duck, work, snap)
+    # The old reader still sees its whole snapshot; a new one sees the new whole snapshot.
+    assert reader.execute("SELECT count(*) FROM events").fetchone() == before
+    fresh = open_snapshot(tmp_path)
+    count, cursor_events = fresh.execute(
+        "SELECT (SELECT count(*) FROM events), events FROM rollup_cursor").fetchone()
+    assert count == cursor_events == await db.fetchval("SELECT count(*) FROM events")
+    await pg.close()
