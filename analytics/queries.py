@@ -18,7 +18,8 @@ OTP_SLOW_MEDIAN_S = 8.0   # users start giving up near 10 s
 
 DIMENSIONS = {
     "day": "date_trunc('day', coalesce(sent_at, first_seen_at))",
-    "hour": "date_part('hour', coalesce(sent_at, first_seen_at))",
+    "hourly": "date_trunc('hour', coalesce(sent_at, first_seen_at))",
+    "hour": "date_part('hour', coalesce(sent_at, first_seen_at))",      # hour of day
     "carrier": "coalesce(carrier, 'unknown')",
     "country": "coalesce(country, 'unknown')",
     "sender": "coalesce(from_number, messaging_service_sid, 'unknown')",
@@ -36,7 +37,8 @@ class Filters:
 
     def where(self, time_col: str = "coalesce(sent_at, first_seen_at)",
               ) -> tuple[str, list[Any]]:
-        clauses, params = ["true"], []
+        clauses: list[str] = ["true"]
+        params: list[Any] = []
         if self.start is not None:
             clauses.append(f"{time_col} >= ?")
             params.append(self.start)
@@ -88,7 +90,7 @@ def delivery_by(con: duckdb.DuckDBPyConnection, dim: str, f: Filters = Filters()
                delivered / nullif(delivered + failed, 0) AS delivery_rate,
                median(latency_s) AS median_latency_s
         FROM message_facts WHERE {where}
-        GROUP BY 1 ORDER BY {"1" if dim in ("day", "hour") else "messages DESC"}
+        GROUP BY 1 ORDER BY {"1" if dim in ("day", "hourly", "hour") else "messages DESC"}
     """, params)  # noqa: S608 (key is one of DIMENSIONS, values are bound)
 
 
@@ -165,7 +167,8 @@ def otp_latencies(con: duckdb.DuckDBPyConnection, f: Filters = Filters(),
 
 def verify_conversion(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
     """Per day: verifications started, approved, and the share approved."""
-    clauses, params = ["true"], []
+    clauses: list[str] = ["true"]
+    params: list[Any] = []
     if f.start is not None:
         clauses.append("occurred_at >= ?")
         params.append(f.start)
@@ -185,7 +188,8 @@ def verify_conversion(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) ->
 
 def opt_outs(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
     """Per day and keyword: opt-outs, opt-ins and help requests."""
-    clauses, params = ["true"], []
+    clauses: list[str] = ["true"]
+    params: list[Any] = []
     if f.start is not None:
         clauses.append("occurred_at >= ?")
         params.append(f.start)
@@ -205,7 +209,8 @@ def opt_outs(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataF
 
 def flagged_numbers(con: duckdb.DuckDBPyConnection, verdicts: list[str] | None = None,
                     country: str | None = None) -> pd.DataFrame:
-    clauses, params = ["verdict <> 'ok'"], []
+    clauses: list[str] = ["verdict <> 'ok'"]
+    params: list[Any] = []
     if verdicts:
         clauses.append("list_contains(?, verdict)")
         params.append(verdicts)

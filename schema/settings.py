@@ -186,6 +186,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("notify_url", "SMSLEDGER_NOTIFY_URL", "",
             "POST a JSON summary of each hygiene report here (empty: don't).",
             _optional_http_url),
+    Setting("show_numbers", "SMSLEDGER_SHOW_NUMBERS", "0",
+            "1: the dashboard shows whole phone numbers; 0: only their last 4 digits.", _flag),
     Setting("log_level", "SMSLEDGER_LOG_LEVEL", "INFO",
             "DEBUG, INFO, WARNING or ERROR.", _log_level),
 )
@@ -216,6 +218,7 @@ class Settings:
     lookup_limit: int = 50
     hygiene_rules: Path | None = None
     notify_url: str = ""
+    show_numbers: bool = False
     log_level: str = "INFO"
 
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -163,6 +164,18 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    import dashboard
+
+    app = Path(dashboard.__file__).parent / "app.py"
+    argv = [sys.executable, "-m", "streamlit", "run", str(app),
+            "--server.port", str(args.port), "--server.address", args.host,
+            "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--server.fileWatcherType", "none", "--global.developmentMode", "false"]
+    # exec, not a child: a SIGTERM for this process reaches Streamlit itself.
+    os.execv(sys.executable, argv)
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from smsledger.demo import run_demo
 
@@ -232,6 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notify-url", default="", help="POST a JSON summary here "
                    "[SMSLEDGER_NOTIFY_URL]")
     p.add_argument("--batch-size", type=int, default=100_000, help=argparse.SUPPRESS)
+
+    p = add("dashboard", cmd_dashboard, "Run the Streamlit dashboard on the published "
+            "snapshot (SMSLEDGER_DATA_DIR/analytics.duckdb).")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
+    p.add_argument("--port", type=int, default=8501, help="port [8501]")
 
     p = add("simulate", cmd_simulate,
             "Run the local Twilio simulator and drive realistic traffic through the ingester "

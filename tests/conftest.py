@@ -8,6 +8,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -124,3 +125,28 @@ def status_form(sid: str, status: str, error_code: str = "", **extra: str) -> di
     if error_code:
         form["ErrorCode"] = error_code
     return form
+
+
+@pytest.fixture(scope="session")
+def fresh_database(pg_server: devdb.Database, template_db: str) -> Iterator[Any]:
+    """A factory of migrated databases for session-scoped fixtures (dropped at the end)."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"{template_db[:-5]}_s{secrets.token_hex(4)}"
+        asyncio.run(_admin(pg_server.url, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}" '
+                                          "STRATEGY FILE_COPY"))
+        made.append(name)
+        return pg_server.url_for(name)
+
+    yield make
+
+
+@pytest.fixture(scope="session")
+def snapshot_dir(fresh_database: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir whose published snapshot the real rollup built from simulated traffic."""
+    from tests import snapshot_data
+
+    data_dir = tmp_path_factory.mktemp("dashboard-data")
+    asyncio.run(snapshot_data.build(fresh_database(), data_dir))
+    return data_dir

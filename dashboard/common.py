@@ -1,0 +1,121 @@
+"""What every dashboard page shares: the settings, the newest snapshot, the sidebar filters,
+phone masking, and cached queries.
+
+The dashboard reads only the published snapshot (never the worker's file, never PostgreSQL).
+Each publish is a new file behind ``analytics.duckdb``; a small fragment polls which file that
+is and reruns the app when it changes, so the pages refresh on their own.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import duckdb
+import pandas as pd
+import streamlit as st
+
+from analytics import queries
+from analytics.queries import Filters
+from analytics.snapshot import SnapshotMissing, current_snapshot
+from schema.settings import Settings
+
+REFRESH_S = 10
+
+
+@st.cache_resource
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+@st.cache_resource(max_entries=3)
+def _connect(path: str) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(path, read_only=True)
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def snapshot() -> str:
+    """The snapshot file to read now; stops the page with a clear message if there is none."""
+    try:
+        return str(current_snapshot(settings().data_dir))
+    except SnapshotMissing as exc:
+        st.warning("No analytics yet. " + str(exc).replace("`", "**"))
+        st.stop()
+        raise   # st.stop() ends the script; this line only tells the type checker
+
+
+def connection(path: str) -> duckdb.DuckDBPyConnection:
+    # A cursor per use: connections are shared between sessions (threads) via the cache.
+    return _connect(path).cursor()
+
+
+@st.fragment(run_every=REFRESH_S)
+def _watch(shown: str) -> None:
+    try:
+        now = str(current_snapshot(settings().data_dir))
+    except SnapshotMissing:
+        return
+    if now != shown:
+        st.rerun(scope="app")
+
+
+def mask(phone: Any) -> Any:
+    if not isinstance(phone, str) or settings().show_numbers or len(phone) <= 4:
+        return phone
+    return "•••" + phone[-4:]
+
+
+def mask_frame(frame: pd.DataFrame, column: str = "phone") -> pd.DataFrame:
+    if column in frame and not settings().show_numbers:
+        frame = frame.copy()
+        frame[column] = frame[column].map(mask)
+    return frame
+
+
+def sidebar(path: str) -> Filters:
+    """Data-as-of, and the filters every page applies."""
+    con = connection(path)
+    as_of = queries.data_as_of(con)
+    st.sidebar.caption(f"Data as of **{as_of:%Y-%m-%d %H:%M:%S} UTC**" if as_of else
+                       "No rollup yet")
+    choices = cached(path, "filter_choices")
+    today = datetime.now(UTC).date()
+    picked = st.sidebar.date_input("Date range (UTC)", value=(today - timedelta(days=30),
+                                                                today), key="range")
+    start = end = None
+    if isinstance(picked, tuple) and len(picked) == 2:
+        start = datetime.combine(picked[0], time(), UTC)
+        end = datetime.combine(picked[1] + timedelta(days=1), time(), UTC)
+    elif isinstance(picked, date):
+        start = datetime.combine(picked, time(), UTC)
+
+    def pick(label: str, options: list[str], key: str) -> str | None:
+        value = st.sidebar.selectbox(label, ["All", *options], key=key)
+        return None if value == "All" else str(value)
+
+    filters = Filters(start=start, end=end,
+                      sender=pick("Sender", choices["sender"], "sender"),
+                      category=pick("Category", choices["category"], "category"),
+                      country=pick("Country", choices["country"], "country"))
+    _watch(path)
+    return filters
+
+
+@st.cache_data(ttl=300, max_entries=500, show_spinner=False)
+def cached(path: str, name: str, *args: Any) -> Any:
+    """``analytics.queries.<name>(connection, *args)``, cached per snapshot file: a new
+    snapshot is a new path, so nothing stale is ever served."""
+    return getattr(queries, name)(connection(path), *args)
+
+
+def page_context() -> tuple[str, Filters]:
+    """The snapshot and filters the app set for this run."""
+    return st.session_state["snapshot"], st.session_state["filters"]
+
+
+def empty_state(what: str) -> None:
+    st.info(f"No {what} in this range yet. Data appears here after the ingester has "
+            "received events and the worker has rolled them up (every few seconds in the "
+            "demo).")
+

@@ -1,0 +1,40 @@
+"""Unreachable numbers: every number the hygiene rules flag, with the evidence."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.common import cached, mask_frame, page_context, settings
+
+path, filters = page_context()
+st.header("Unreachable numbers")
+st.caption("Numbers to stop texting, by the list-hygiene rules: remove (does not exist, "
+           "landline, invalid), unreachable (30003 again and again over days with no delivery "
+           "in between), blocked, opted out.")
+all_flagged: pd.DataFrame = cached(path, "flagged_numbers", None, filters.country)
+if all_flagged.empty:
+    st.success("No flagged numbers in this snapshot.")
+    st.stop()
+verdicts = sorted(all_flagged["verdict"].unique())
+picked = st.multiselect("Verdict", verdicts, default=verdicts, key="verdicts")
+shown = all_flagged[all_flagged["verdict"].isin(picked)]
+counts = all_flagged["verdict"].value_counts()
+cols = st.columns(len(verdicts))
+for col, verdict in zip(cols, verdicts, strict=True):
+    col.metric(verdict.replace("_", " ").capitalize(), int(counts.get(verdict, 0)))
+shown = mask_frame(shown)
+st.dataframe(shown, hide_index=True, use_container_width=True, column_config={
+    "phone": "Number", "verdict": "Verdict", "reason": "Reason", "error_codes": "Codes",
+    "first_failure_at": st.column_config.DatetimeColumn("First failure",
+                                                        format="YYYY-MM-DD HH:mm"),
+    "last_failure_at": st.column_config.DatetimeColumn("Last failure",
+                                                       format="YYYY-MM-DD HH:mm"),
+    "last_delivered_at": st.column_config.DatetimeColumn("Last delivered",
+                                                         format="YYYY-MM-DD HH:mm"),
+    "action": "Recommended action"})
+st.download_button("Download hygiene CSV", shown.to_csv(index=False).encode(),
+                   file_name="hygiene.csv", mime="text/csv")
+if not settings().show_numbers:
+    st.caption("Numbers are masked to their last 4 digits (set SMSLEDGER_SHOW_NUMBERS=1 to "
+               "show them). The worker's full reports are under SMSLEDGER_DATA_DIR/reports.")

@@ -1,0 +1,66 @@
+"""A realistic analytics snapshot for the dashboard tests: simulated traffic through the real
+ingester (the real twilio client against the simulated Twilio, signed callbacks), a planted
+multi-day history for the slow hygiene rules, then the real rollup and publish."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+from aiohttp.test_utils import TestClient, TestServer
+
+from analytics.hygiene import load_rules
+from analytics.worker import WorkerConfig, run_worker
+from ingest.app import create_app
+from schema.settings import Secret, Settings
+from sim.traffic import Traffic, TrafficConfig
+from sim.twilio import SimConfig, TwilioSim, create_sim_app
+from tests.conftest import TEST_TOKEN
+from tests.factory import append, message
+
+ACCOUNT = "AC" + "3" * 32
+API_KEY = "dashboard-test-key-0123456789"
+OUR = "+15005550006"
+UNREACHABLE = "+14155559901"
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def build(db_url: str, data_dir: Path, seconds: float = 3.0) -> None:
+    sim = TwilioSim(SimConfig(account_sid=ACCOUNT, auth_token=TEST_TOKEN, seed=9, numbers=250,
+                              time_scale=0.02, verify_service_sid="VA" + "4" * 32))
+    async with TestServer(create_sim_app(sim)) as sim_server:
+        port = _port()
+        settings = Settings(database_url=db_url, twilio_account_sid=ACCOUNT,
+                            twilio_auth_token=Secret(TEST_TOKEN), twilio_phone_number=OUR,
+                            twilio_verify_service_sid="VA" + "4" * 32,
+                            twilio_api_url=str(sim_server.make_url("")).rstrip("/"),
+                            api_key=Secret(API_KEY), public_url=f"http://127.0.0.1:{port}",
+                            data_dir=data_dir)
+        async with TestClient(TestServer(create_app(settings), port=port)) as client:
+            traffic = Traffic(sim, TrafficConfig(
+                ingest_url=str(client.make_url("")).rstrip("/"), public_url=settings.public_url,
+                api_key=API_KEY, our_number=OUR, rate=100, duration=seconds, seed=9,
+                verify=True))
+            await traffic.run()
+            await sim.drain()
+    # 30003 three times over three days, no delivery in between: "unreachable".
+    start = datetime.now(UTC) - timedelta(days=4)
+    db = await asyncpg.connect(db_url)
+    try:
+        planted = []
+        for n in range(3):
+            planted += message(70_000 + n, UNREACHABLE, start + timedelta(days=n),
+                               "undelivered", 30003)
+        await append(db, planted)
+    finally:
+        await db.close()
+    await run_worker(WorkerConfig(database_url=db_url, data_dir=data_dir, rules=load_rules(),
+                                  once=True, hygiene_every_s=0), stop=asyncio.Event())

@@ -1,0 +1,148 @@
+"""The dashboard in a real headless Chromium: key figures visible on Overview and Unreachable
+numbers (screenshots saved under test-artifacts/), the page refreshing on its own when the
+worker publishes, and answering throughout a run of publishes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+from playwright.sync_api import Page, sync_playwright
+
+from analytics.model import open_model
+from analytics.publish import publish, snapshot_path, work_path
+from analytics.snapshot import current_snapshot
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        pytest.fail("headless Chromium is required (Debian: apt-get install chromium); "
+                    "scripts/test installs it when run as root")
+    return found
+
+
+@pytest.fixture(scope="module")
+def served(snapshot_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+           ) -> Iterator[tuple[str, Path]]:
+    """`smsledger dashboard` on its own copy of the session snapshot."""
+    data_dir = tmp_path_factory.mktemp("browser-data")
+    shutil.copyfile(current_snapshot(snapshot_dir), work_path(data_dir))
+    con = open_model(work_path(data_dir))
+    publish(con, work_path(data_dir), snapshot_path(data_dir))
+    con.close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, SMSLEDGER_DATA_DIR=str(data_dir))
+    env.pop("SMSLEDGER_SHOW_NUMBERS", None)
+    log = (data_dir / "dashboard.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "smsledger.cli", "dashboard", "--port",
+                             str(port)], env=env, cwd=ROOT, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                log.close()
+                pytest.fail("dashboard exited: " +
+                            (data_dir / "dashboard.log").read_text()[-2000:])
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("dashboard did not start within 60 s")
+                time.sleep(0.3)
+        yield url, data_dir
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(served: tuple[str, Path]) -> Iterator[Page]:
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
+        tab = browser.new_page(viewport={"width": 1400, "height": 1000})
+        yield tab
+        browser.close()
+
+
+def metric_values(page: Page) -> list[str]:
+    return [t.strip() for t in page.get_by_test_id("stMetricValue").all_inner_texts()]
+
+
+def sql(data_dir: Path, query: str) -> list[tuple[object, ...]]:
+    con = duckdb.connect(str(current_snapshot(data_dir)), read_only=True)
+    try:
+        return con.execute(query).fetchall()
+    finally:
+        con.close()
+
+
+def test_overview_and_unreachable_in_a_real_browser(page: Page,
+                                                    served: tuple[str, Path]) -> None:
+    url, data_dir = served
+    [(sends,)] = sql(data_dir, "SELECT count(*) FROM messages")
+    page.goto(url)
+    page.get_by_text("Delivery health").wait_for(timeout=30_000)
+    page.get_by_test_id("stMetricValue").first.wait_for(timeout=30_000)
+    assert f"{sends:,}" in metric_values(page)
+    assert page.get_by_test_id("stException").count() == 0
+    page.wait_for_timeout(1500)   # let the charts draw before the picture
+    page.screenshot(path=str(ARTIFACTS / "dashboard-overview.png"), full_page=True)
+
+    page.goto(url + "/unreachable")
+    page.get_by_text("Numbers to stop texting").wait_for(timeout=30_000)
+    page.get_by_test_id("stMetricValue").first.wait_for(timeout=30_000)
+    verdicts = dict(sql(data_dir, "SELECT verdict, count(*) FROM numbers "
+                                  "WHERE verdict <> 'ok' GROUP BY 1"))
+    labels = [t.strip() for t in page.get_by_test_id("stMetricLabel").all_inner_texts()]
+    assert "Unreachable" in labels
+    assert str(verdicts["unreachable"]) in metric_values(page)
+    page.get_by_text("Download hygiene CSV").wait_for(timeout=30_000)
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-unreachable.png"), full_page=True)
+
+
+def test_page_refreshes_itself_and_answers_while_snapshots_are_published(
+        page: Page, served: tuple[str, Path]) -> None:
+    url, data_dir = served
+    page.goto(url)
+    page.get_by_test_id("stMetricValue").first.wait_for(timeout=30_000)
+    work = work_path(data_dir)
+    con = open_model(work)
+    try:
+        for i in range(5):   # a run of publishes while the page is open and reloaded
+            con.execute("UPDATE rollup_cursor SET updated_at = ?",
+                        [datetime(2030, 1, 1, 0, i, tzinfo=UTC)])
+            publish(con, work, snapshot_path(data_dir))
+            page.reload()
+            page.get_by_test_id("stMetricValue").first.wait_for(timeout=30_000)
+            assert page.get_by_test_id("stException").count() == 0
+        con.execute("UPDATE rollup_cursor SET updated_at = ?",
+                    [datetime(2031, 6, 1, 12, 0, tzinfo=UTC)])
+        publish(con, work, snapshot_path(data_dir))
+    finally:
+        con.close()
+    # No reload: the page notices the new snapshot within its refresh interval.
+    page.get_by_text("2031-06-01 12:00:00").wait_for(timeout=40_000)
+    assert page.get_by_test_id("stException").count() == 0
