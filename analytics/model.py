@@ -32,6 +32,8 @@ def open_model(path: Path | str) -> duckdb.DuckDBPyConnection:
     # No automatic checkpoint inside a batch's commit (it rewrote the tables on every large
     # commit); the worker checkpoints when it publishes a snapshot, once per round.
     con.execute("SET checkpoint_threshold = '8GB'")
+    # Bounded memory whatever the backlog: DuckDB spills to disk past this.
+    con.execute("SET memory_limit = '512MB'")
     con.execute(ddl())
     con.execute("BEGIN")
     con.execute("DELETE FROM error_codes")

@@ -9,13 +9,13 @@ from dashboard import common
 st.set_page_config(page_title="smsledger", page_icon=":material/sms:", layout="wide")
 
 PAGES = [
-    st.Page("pages/overview.py", title="Overview", icon=":material/monitoring:", default=True),
-    st.Page("pages/errors.py", title="Errors", icon=":material/error:"),
-    st.Page("pages/carriers.py", title="Carriers & countries", icon=":material/cell_tower:"),
-    st.Page("pages/otp.py", title="OTP", icon=":material/timer:"),
-    st.Page("pages/unreachable.py", title="Unreachable numbers", icon=":material/phonelink_erase:"),
-    st.Page("pages/opt_outs.py", title="Opt-outs", icon=":material/block:"),
-    st.Page("pages/explorer.py", title="Message explorer", icon=":material/search:"),
+    st.Page("views/overview.py", title="Overview", icon=":material/monitoring:", default=True),
+    st.Page("views/errors.py", title="Errors", icon=":material/error:"),
+    st.Page("views/carriers.py", title="Carriers & countries", icon=":material/cell_tower:"),
+    st.Page("views/otp.py", title="OTP", icon=":material/timer:"),
+    st.Page("views/unreachable.py", title="Unreachable numbers", icon=":material/phonelink_erase:"),
+    st.Page("views/opt_outs.py", title="Opt-outs", icon=":material/block:"),
+    st.Page("views/explorer.py", title="Message explorer", icon=":material/search:"),
 ]
 
 page = st.navigation(PAGES)

@@ -271,9 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multiply every simulated delay (0.1: ten times faster) [1]")
 
     p = add("demo", cmd_demo, "Start everything on this machine: database, migrations, "
-            "ingester, the Twilio simulator with traffic. Ctrl-C stops it all.")
+            "ingester, the Twilio simulator with traffic, the analytics worker and the dashboard. "
+            "Ctrl-C stops it all.")
     p.add_argument("--port", type=int, default=8080,
-                   help="ingester port; the simulated Twilio uses PORT+10 [8080]")
+                   help="ingester port; the simulated Twilio uses PORT+10, the dashboard "
+                        "PORT+20 [8080]")
     p.add_argument("--duration", type=float, default=0,
                    help="stop after this many seconds (0: run until Ctrl-C) [0]")
     p.add_argument("--rate", type=float, default=5.0,

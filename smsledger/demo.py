@@ -1,7 +1,8 @@
 """``smsledger demo``: the whole thing on one machine, with the Twilio simulator.
 
 It finds or starts PostgreSQL, migrates, then runs each part as a child process it owns (by
-PID): the ingester, the simulator driving traffic through it, and the analytics worker.
+PID): the ingester, the simulator driving traffic through it, the analytics worker and the
+dashboard.
 Ctrl-C (or ``--duration``) stops every child it started, then the private cluster if it
 started one. Nothing else is touched.
 """
@@ -118,6 +119,10 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
               "--lookup-limit", "20")
         print(f"worker:    rollup every 3 s into {data_dir / 'analytics.duckdb'}; hygiene "
               f"report every 60 s under {data_dir / 'reports'}")
+        dashboard_port = args.port + 20
+        dashboard = spawn("dashboard", "dashboard", "--port", str(dashboard_port))
+        _wait_http(f"http://127.0.0.1:{dashboard_port}/_stcore/health", 60, dashboard)
+        print(f"dashboard: http://127.0.0.1:{dashboard_port}  <- open this")
         print("press Ctrl-C to stop everything")
         started = time.monotonic()
         while not stopping:

@@ -159,3 +159,14 @@ async def test_snapshot_is_whole_and_old_readers_keep_working(
         "SELECT (SELECT count(*) FROM events), events FROM rollup_cursor").fetchone()
     assert count == cursor_events == await db.fetchval("SELECT count(*) FROM events")
     await pg.close()
+
+
+async def test_every_model_key_is_unique(db_url: str, db: asyncpg.Connection,
+                                         tmp_path: Path) -> None:
+    await append(db, random_log(6, 300))
+    duck, _ = await rollup(db_url, tmp_path / "u.duckdb", batch_size=37)
+    for name, key in [("messages", "message_sid"), ("numbers", "phone"),
+                      ("number_info", "phone"), ("events", "position")]:
+        total, distinct = duck.execute(
+            f"SELECT count(*), count(DISTINCT {key}) FROM {name}").fetchone()  # noqa: S608
+        assert total == distinct > 0, name

@@ -29,8 +29,8 @@ consent AS (
            arg_max(type, position) FILTER (
                WHERE type IN ('contact.suppressed', 'contact.unsuppressed'))
                = 'contact.suppressed' AS suppressed
-    FROM events
-    WHERE type LIKE 'contact.%' AND phone IN (SELECT phone FROM affected)
+    FROM contact_events
+    WHERE phone IN (SELECT phone FROM affected)
     GROUP BY phone
 ),
 since AS (

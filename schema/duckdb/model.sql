@@ -25,10 +25,24 @@ CREATE TABLE IF NOT EXISTS events (
     detail       VARCHAR
 );
 
+-- No primary keys on the tables below: each batch replaces the rows it touches (DELETE, then
+-- INSERT), and DuckDB's index upkeep made that the slowest part of a large rollup. The tests
+-- check that every key is unique.
+
+-- The contact facts alone (opt-outs, opt-ins, suppressions): the hygiene refresh reads them
+-- for every batch, and the full timeline is too large to scan each time.
+CREATE TABLE IF NOT EXISTS contact_events (
+    position     BIGINT NOT NULL,
+    type         VARCHAR NOT NULL,
+    phone        VARCHAR,
+    occurred_at  TIMESTAMPTZ NOT NULL,
+    detail       VARCHAR
+);
+
 -- One row per outbound message (inbound ones are in the timeline). `status` is the final status by rank: a late or duplicated callback
 -- never moves it backwards.
 CREATE TABLE IF NOT EXISTS messages (
-    message_sid            VARCHAR PRIMARY KEY,
+    message_sid            VARCHAR NOT NULL,       -- unique by construction (merge)
     to_number              VARCHAR,
     from_number            VARCHAR,
     messaging_service_sid  VARCHAR,
@@ -51,7 +65,7 @@ CREATE TABLE IF NOT EXISTS messages (
 -- Per number, what Python knows from the number itself (country, the phonenumbers carrier
 -- hint) and what Lookup v2 said, if it was asked.
 CREATE TABLE IF NOT EXISTS number_info (
-    phone          VARCHAR PRIMARY KEY,
+    phone          VARCHAR NOT NULL,              -- unique by construction
     country        VARCHAR,
     carrier_hint   VARCHAR,
     type_hint      VARCHAR,
@@ -62,7 +76,7 @@ CREATE TABLE IF NOT EXISTS number_info (
 
 -- Per number state and its hygiene verdict, recomputed for the numbers each batch touches.
 CREATE TABLE IF NOT EXISTS numbers (
-    phone                 VARCHAR PRIMARY KEY,
+    phone                 VARCHAR NOT NULL,       -- unique by construction
     country               VARCHAR,
     carrier               VARCHAR,
     carrier_source        VARCHAR,             -- lookup or hint

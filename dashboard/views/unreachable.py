@@ -26,6 +26,9 @@ for col, verdict in zip(cols, verdicts, strict=True):
 shown = mask_frame(shown)
 st.dataframe(shown, hide_index=True, use_container_width=True, column_config={
     "phone": "Number", "verdict": "Verdict", "reason": "Reason", "error_codes": "Codes",
+    "sends": "Sends", "deliveries": "Delivered", "failures": "Failed",
+    "consecutive_failures": "Failed in a row", "country": "Country", "carrier": "Carrier",
+    "line_type": "Line type",
     "first_failure_at": st.column_config.DatetimeColumn("First failure",
                                                         format="YYYY-MM-DD HH:mm"),
     "last_failure_at": st.column_config.DatetimeColumn("Last failure",
