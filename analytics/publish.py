@@ -42,6 +42,23 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def prepare_for_readers(path: Path) -> None:
+    """Turn the copy into what the dashboard reads fastest: ``message_facts`` (messages joined
+    with their number and error code) becomes a table, ordered by time so that date filters
+    skip whole row groups. Only the snapshot pays for this; the worker's file stays lean."""
+    con = duckdb.connect(str(path))
+    try:
+        con.execute("BEGIN")
+        con.execute("CREATE TABLE message_facts_t AS SELECT * FROM message_facts "
+                    "ORDER BY coalesce(sent_at, first_seen_at)")
+        con.execute("DROP VIEW message_facts")
+        con.execute("ALTER TABLE message_facts_t RENAME TO message_facts")
+        con.execute("COMMIT")
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+
+
 def publish(con: duckdb.DuckDBPyConnection, source: Path, target: Path) -> Path:
     """Publish ``source`` (the writer's file, connection ``con``) at ``target``; return the
     snapshot file now behind it."""
@@ -51,6 +68,7 @@ def publish(con: duckdb.DuckDBPyConnection, source: Path, target: Path) -> Path:
     name = f"analytics-{time.time_ns()}.duckdb"
     tmp = folder / (name + ".tmp")
     shutil.copyfile(source, tmp)
+    prepare_for_readers(tmp)
     with tmp.open("rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, folder / name)

@@ -30,7 +30,7 @@ def table(dim: str, title: str) -> None:
     worst = frame["delivery_rate"].min()
     frame.insert(0, "flag", ["▼ worst" if r == worst and pd.notna(r) else ""
                              for r in frame["delivery_rate"]])
-    st.dataframe(frame, hide_index=True, use_container_width=True,
+    st.dataframe(frame, hide_index=True, width="stretch",
                  column_config={"flag": st.column_config.TextColumn(""), **CONFIG})
 
 

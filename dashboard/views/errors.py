@@ -14,7 +14,7 @@ if errors.empty:
     empty_state("failed messages")
     st.stop()
 st.dataframe(
-    errors, hide_index=True, use_container_width=True,
+    errors, hide_index=True, width="stretch",
     column_config={
         "error_code": st.column_config.NumberColumn("Code", format="%d"),
         "meaning": "Meaning", "class": "Class",
@@ -29,4 +29,4 @@ trend = cached(path, "error_trend", filters, "day")
 st.altair_chart(alt.Chart(trend).mark_line(point=True).encode(
     x=alt.X("period:T", title=None), y="messages:Q", color=alt.Color("error_code:N",
                                                                      title="code")),
-    use_container_width=True)
+    width="stretch")

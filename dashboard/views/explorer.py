@@ -16,7 +16,7 @@ if key:
         st.warning(f"No events for {key!r} in this snapshot.")
     else:
         st.caption(f"{len(line)} events, in the order they were stored")
-        st.dataframe(mask_frame(line), hide_index=True, use_container_width=True,
+        st.dataframe(mask_frame(line), hide_index=True, width="stretch",
                      column_config={"received_at": st.column_config.DatetimeColumn(
                          "Received", format="YYYY-MM-DD HH:mm:ss")})
 else:

@@ -21,8 +21,8 @@ c2.metric("Opt-ins", int(totals.get("opted_in", 0)))
 c3.metric("Help requests", int(totals.get("help_requested", 0)))
 daily = frame.groupby(["day", "kind"], as_index=False)["events"].sum()
 st.altair_chart(alt.Chart(daily).mark_bar().encode(
-    x=alt.X("day:T", title=None), y="events:Q", color="kind:N"), use_container_width=True)
+    x=alt.X("day:T", title=None), y="events:Q", color="kind:N"), width="stretch")
 st.subheader("Keywords used")
 st.dataframe(frame.groupby(["kind", "keyword"], as_index=False)["events"].sum()
              .sort_values("events", ascending=False), hide_index=True,
-             use_container_width=True)
+             width="stretch")

@@ -30,7 +30,7 @@ else:
         y=alt.Y("count():Q", title="messages"))
     line = alt.Chart(pd.DataFrame({"x": [OTP_SLOW_MEDIAN_S]})).mark_rule(
         color="#c62828", strokeDash=[4, 4]).encode(x="x:Q")
-    st.altair_chart(hist + line, use_container_width=True)
+    st.altair_chart(hist + line, width="stretch")
     config = {f"p{p}_s": st.column_config.NumberColumn(f"p{p}", format="%.1f s")
               for p in (50, 90, 99)}
     config["slow"] = st.column_config.CheckboxColumn(f"median > {OTP_SLOW_MEDIAN_S:g} s")
@@ -38,7 +38,7 @@ else:
                        ("hour", "By hour of day (UTC)")):
         st.subheader(title)
         st.dataframe(cached(path, "otp_latency", dim, filters), hide_index=True,
-                     use_container_width=True, column_config=config)
+                     width="stretch", column_config=config)
 
 st.header("Verify conversion")
 verify: pd.DataFrame = cached(path, "verify_conversion", filters)
@@ -50,6 +50,6 @@ else:
     c1.metric("Verifications started", f"{started:,}")
     c2.metric("Approved", f"{approved:,}")
     c3.metric("Conversion", f"{approved / started:.1%}" if started else "—")
-    st.dataframe(verify, hide_index=True, use_container_width=True, column_config={
+    st.dataframe(verify, hide_index=True, width="stretch", column_config={
         "conversion": st.column_config.ProgressColumn("Conversion", format="percent",
                                                       min_value=0, max_value=1)})

@@ -36,10 +36,10 @@ st.altair_chart(alt.Chart(long).mark_bar().encode(
        else alt.X("hourly:T", title=None)),
     y=alt.Y("messages:Q", stack=True), color=alt.Color("outcome:N", scale=alt.Scale(
         domain=["delivered", "failed"], range=["#2e7d32", "#c62828"]))),
-    use_container_width=True)
+    width="stretch")
 
 st.subheader("Status funnel")
 funnel = cached(path, "status_funnel", filters)
 st.altair_chart(alt.Chart(funnel).mark_bar().encode(
     y=alt.Y("stage:N", sort=None, title=None), x=alt.X("count:Q", title="messages")),
-    use_container_width=True)
+    width="stretch")

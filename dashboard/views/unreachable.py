@@ -7,6 +7,18 @@ import streamlit as st
 
 from dashboard.common import cached, mask_frame, page_context, settings
 
+
+@st.cache_data(ttl=300, max_entries=20, show_spinner=False)
+def prepared(path: str, country: str | None, show: bool, verdicts: tuple[str, ...],
+             ) -> tuple[pd.DataFrame, bytes]:
+    """The masked table and its CSV, once per snapshot and choice (masking and CSV-writing
+    tens of thousands of rows on every rerun was most of this page's time)."""
+    frame = cached(path, "flagged_numbers", list(verdicts), country)
+    frame = mask_frame(frame)
+    return frame, frame.to_csv(index=False).encode()
+
+SHOWN_ROWS = 5000
+
 path, filters = page_context()
 st.header("Unreachable numbers")
 st.caption("Numbers to stop texting, by the list-hygiene rules: remove (does not exist, "
@@ -18,13 +30,15 @@ if all_flagged.empty:
     st.stop()
 verdicts = sorted(all_flagged["verdict"].unique())
 picked = st.multiselect("Verdict", verdicts, default=verdicts, key="verdicts")
-shown = all_flagged[all_flagged["verdict"].isin(picked)]
 counts = all_flagged["verdict"].value_counts()
 cols = st.columns(len(verdicts))
 for col, verdict in zip(cols, verdicts, strict=True):
     col.metric(verdict.replace("_", " ").capitalize(), int(counts.get(verdict, 0)))
-shown = mask_frame(shown)
-st.dataframe(shown, hide_index=True, use_container_width=True, column_config={
+shown, csv_bytes = prepared(path, filters.country, settings().show_numbers, tuple(picked))
+if len(shown) > SHOWN_ROWS:
+    st.caption(f"Showing the first {SHOWN_ROWS:,} of {len(shown):,} (removals first, newest "
+               "failures first); the CSV download has them all.")
+st.dataframe(shown.head(SHOWN_ROWS), hide_index=True, width="stretch", column_config={
     "phone": "Number", "verdict": "Verdict", "reason": "Reason", "error_codes": "Codes",
     "sends": "Sends", "deliveries": "Delivered", "failures": "Failed",
     "consecutive_failures": "Failed in a row", "country": "Country", "carrier": "Carrier",
@@ -36,7 +50,7 @@ st.dataframe(shown, hide_index=True, use_container_width=True, column_config={
     "last_delivered_at": st.column_config.DatetimeColumn("Last delivered",
                                                          format="YYYY-MM-DD HH:mm"),
     "action": "Recommended action"})
-st.download_button("Download hygiene CSV", shown.to_csv(index=False).encode(),
+st.download_button("Download hygiene CSV", csv_bytes,
                    file_name="hygiene.csv", mime="text/csv")
 if not settings().show_numbers:
     st.caption("Numbers are masked to their last 4 digits (set SMSLEDGER_SHOW_NUMBERS=1 to "
