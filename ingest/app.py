@@ -18,6 +18,7 @@ from ingest.append import GroupCommitAppender, Overloaded, StoreUnavailable
 from ingest.forms import BadRequest
 from ingest.metrics import IngestMetrics
 from ingest.signature import WebhookSigner
+from ingest.spool import Spool
 from schema.settings import Settings, SettingsError, redact_url
 from twilio_api.client import make_client
 
@@ -64,28 +65,36 @@ def guarded(handler: Handler) -> Handler:
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[webhooks.SETTINGS]
-    try:
-        pool = await asyncpg.create_pool(settings.database_url, min_size=1,
-                                         max_size=settings.db_pool_size)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise SettingsError(f"cannot reach PostgreSQL at {redact_url(settings.database_url)}: "
-                            f"{exc}") from None
+    # No connection at creation (min_size=0): the ingester starts, and spools, even while
+    # PostgreSQL is down.
+    pool = await asyncpg.create_pool(settings.database_url, min_size=0,
+                                     max_size=settings.db_pool_size, timeout=5)
     assert pool is not None
-    async with pool.acquire() as conn:
-        if await conn.fetchval("SELECT to_regclass('events')") is None:
-            await pool.close()
-            raise SettingsError("the event store has no `events` table: run `smsledger migrate`")
+    try:
+        async with pool.acquire(timeout=5) as conn:
+            if await conn.fetchval("SELECT to_regclass('events')") is None:
+                raise SettingsError("the event store has no `events` table: run "
+                                    "`smsledger migrate`")
+        log.info("event store ready at %s", redact_url(settings.database_url))
+    except (OSError, TimeoutError, asyncpg.InterfaceError,
+            asyncpg.CannotConnectNowError) as exc:
+        log.warning("PostgreSQL at %s is unreachable (%s): accepting events into the spool "
+                    "until it answers", redact_url(settings.database_url), type(exc).__name__)
+    except BaseException:
+        await pool.close()
+        raise
+    spool = Spool(settings.data_dir / "spool")
     appender = GroupCommitAppender(pool, app[webhooks.METRICS],
                                    queue_size=settings.queue_size, batch_max=settings.batch_max,
-                                   timeout_s=settings.db_timeout_s)
+                                   timeout_s=settings.db_timeout_s, spool=spool)
     app[ops.POOL] = pool
     app[webhooks.APPENDER] = appender
     appender.start()
-    log.info("event store ready at %s", redact_url(settings.database_url))
     try:
         yield
     finally:
         await appender.stop()
+        spool.close()
         await pool.close()
 
 

@@ -7,6 +7,13 @@ statement, so one transaction), and only then resolves every waiting request. Un
 batches grow by themselves (more arrives while a commit is in flight), so latency stays near
 one commit and throughput scales with the batch. A 2xx always means "durable in PostgreSQL".
 
+When PostgreSQL fails or is too slow, the batch goes to the local spool instead (one fsync
+for the whole batch) and is acknowledged from there: "durable" then means "in the fsync'd
+spool", and the replayer moves it into PostgreSQL when it answers again. For a short while after
+a failure, batches go straight to the spool instead of waiting for another timeout. Only when
+the spool cannot write either (disk full) do the requests get 503: never a 2xx for an event
+that is nowhere.
+
 When the queue is full the request is refused at once (503) rather than left to time out: a
 classic Twilio callback that times out is lost just the same, but a fast 503 is visible.
 """
@@ -21,6 +28,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from ingest.metrics import IngestMetrics
+from ingest.spool import Spool, SpoolUnavailable, replay
 from schema import store
 from schema.events import Event
 
@@ -40,8 +48,12 @@ _Pending = tuple[Sequence[Event], "asyncio.Future[list[bool]]"]
 
 class GroupCommitAppender:
     def __init__(self, pool: asyncpg.Pool, metrics: IngestMetrics, *, queue_size: int,
-                 batch_max: int, timeout_s: float, flushers: int = 2) -> None:
+                 batch_max: int, timeout_s: float, spool: Spool | None = None,
+                 flushers: int = 2, degraded_s: float = 2.0) -> None:
         self._pool = pool
+        self.spool = spool
+        self._degraded_s = degraded_s
+        self._degraded_until = 0.0
         self._metrics = metrics
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_size)
         self._batch_max = batch_max
@@ -67,6 +79,41 @@ class GroupCommitAppender:
         # Two flushers: while one batch waits for its commit, the next one is being written.
         self._tasks = [asyncio.create_task(self._run(), name=f"group-commit-{i}")
                        for i in range(self._flushers)]
+        if self.spool is not None:
+            self._tasks.append(asyncio.create_task(self._replayer(), name="spool-replayer"))
+
+    @property
+    def degraded(self) -> bool:
+        """PostgreSQL failed recently, or spooled events are still waiting for it."""
+        return time.monotonic() < self._degraded_until or bool(
+            self.spool is not None and self.spool.depth_events)
+
+    async def _replayer(self) -> None:
+        assert self.spool is not None
+        while True:
+            await asyncio.sleep(1.0)
+            if not self.spool.segments() and not (
+                    self.spool.current.exists() and self.spool.current.stat().st_size):
+                self._update_spool_metrics()
+                continue
+            try:
+                replayed = await replay(self.spool, self._insert_spooled)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                self._degraded_until = time.monotonic() + self._degraded_s
+                log.warning("spool replay waits for PostgreSQL: %s", type(exc).__name__)
+            else:
+                self._metrics.replayed.inc(replayed)
+            self._update_spool_metrics()
+
+    async def _insert_spooled(self, events: list[Event]) -> None:
+        async with self._pool.acquire(timeout=self._timeout_s) as conn:
+            await asyncio.wait_for(store.append(conn, events), self._timeout_s * 4)
+
+    def _update_spool_metrics(self) -> None:
+        if self.spool is not None:
+            self._metrics.spool_bytes.set(self.spool.pending_bytes())
+            self._metrics.spool_events.set(self.spool.depth_events)
+        self._metrics.degraded.set(1 if self.degraded else 0)
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Write what is queued and in flight, then stop the flushers (the app's cleanup)."""
@@ -101,6 +148,9 @@ class GroupCommitAppender:
 
     async def _flush(self, batch: list[_Pending]) -> None:
         events = [e for evs, _ in batch for e in evs]
+        if time.monotonic() < self._degraded_until:   # failed moments ago: don't wait again
+            await self._spool_or_fail(batch, events)
+            return
         try:
             new_keys = await self._write(events)
         except asyncio.CancelledError:
@@ -111,9 +161,8 @@ class GroupCommitAppender:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             self._metrics.db_errors.inc()
             log.error("group commit of %d events failed: %s", len(events), type(exc).__name__)
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(StoreUnavailable(type(exc).__name__))
+            self._degraded_until = time.monotonic() + self._degraded_s
+            await self._spool_or_fail(batch, events)
             return
         self._metrics.batch_size.observe(len(events))
         seen: set[str] = set()
@@ -130,6 +179,24 @@ class GroupCommitAppender:
                     self._metrics.duplicates.inc()
             if not future.done():
                 future.set_result(flags)
+
+    async def _spool_or_fail(self, batch: list[_Pending], events: list[Event]) -> None:
+        """PostgreSQL did not take the batch: make it durable in the spool, or refuse it."""
+        try:
+            if self.spool is None:
+                raise SpoolUnavailable("no spool configured")
+            await self.spool.append(events)
+        except SpoolUnavailable as exc:
+            log.error("spool unavailable too (%s): %d events refused", exc, len(events))
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(StoreUnavailable("PostgreSQL and the spool failed"))
+            return
+        self._metrics.spooled.inc(len(events))
+        self._update_spool_metrics()
+        for evs, future in batch:
+            if not future.done():
+                future.set_result([True] * len(evs))
 
     async def _write(self, events: list[Event]) -> set[str]:
         started = time.perf_counter()

@@ -90,11 +90,21 @@ class IngestMetrics:
         self.queue_depth = Gauge("smsledger_commit_queue_depth",
                                  "Requests waiting for the group commit.")
         self.db_errors = Counter("smsledger_commit_failures_total",
-                                 "Group commits that failed (their requests got 503).")
+                                 "Group commits PostgreSQL did not take (spooled or refused).")
+        self.spooled = Counter("smsledger_events_spooled_total",
+                               "Events acknowledged from the local spool (PostgreSQL down).")
+        self.replayed = Counter("smsledger_events_replayed_total",
+                                "Spooled events moved into PostgreSQL.")
+        self.spool_bytes = Gauge("smsledger_spool_bytes", "Bytes waiting in the spool.")
+        self.spool_events = Gauge("smsledger_spool_events",
+                                  "Events waiting in the spool (spooled by this process).")
+        self.degraded = Gauge("smsledger_degraded",
+                              "1 while PostgreSQL is failing or the spool is not empty.")
 
     def render(self) -> str:
         lines: list[str] = []
         for metric in (self.appended, self.duplicates, self.rejects, self.batch_size,
-                       self.ack_latency, self.queue_depth, self.db_errors):
+                       self.ack_latency, self.queue_depth, self.db_errors, self.spooled,
+                       self.replayed, self.spool_bytes, self.spool_events, self.degraded):
             lines.extend(metric.render())
         return "\n".join(lines) + "\n"

@@ -7,7 +7,7 @@ import asyncio
 import asyncpg
 from aiohttp import web
 
-from ingest.webhooks import METRICS
+from ingest.webhooks import APPENDER, METRICS
 
 POOL = web.AppKey("pool", asyncpg.Pool)
 
@@ -17,15 +17,24 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when PostgreSQL answers within a second."""
+    """200 "ready" when PostgreSQL answers within a second; 200 "degraded" when it does not
+    but the spool can take events (they are acknowledged from there); 503 when neither."""
+    appender = request.app[APPENDER]
+    spool = appender.spool
+    body: dict[str, object] = {
+        "spool_bytes": spool.pending_bytes() if spool else 0,
+        "spool_events": spool.depth_events if spool else 0}
     try:
         async with asyncio.timeout(1.0):
             async with request.app[POOL].acquire() as conn:
                 await conn.fetchval("SELECT 1")
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        return web.json_response({"status": "unavailable", "database": type(exc).__name__},
-                                 status=503)
-    return web.json_response({"status": "ready", "database": "ok"})
+        body["database"] = type(exc).__name__
+        if spool is not None and spool.writable():
+            return web.json_response({"status": "degraded", **body})
+        return web.json_response({"status": "unavailable", **body}, status=503)
+    status = "degraded" if appender.degraded else "ready"
+    return web.json_response({"status": status, "database": "ok", **body})
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -43,6 +43,11 @@ def served(snapshot_dir: Path, tmp_path_factory: pytest.TempPathFactory,
     """`smsledger dashboard` on its own copy of the session snapshot."""
     data_dir = tmp_path_factory.mktemp("browser-data")
     shutil.copyfile(current_snapshot(snapshot_dir), work_path(data_dir))
+    # A snapshot holds message_facts as a table (prepared for readers); a work file has the
+    # view, which open_model creates.
+    plain = duckdb.connect(str(work_path(data_dir)))
+    plain.execute("DROP TABLE message_facts")
+    plain.close()
     con = open_model(work_path(data_dir))
     publish(con, work_path(data_dir), snapshot_path(data_dir))
     con.close()

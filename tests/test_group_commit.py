@@ -40,7 +40,7 @@ async def test_full_queue_answers_503_at_once_and_acks_only_stored(
     assert stored == acked
 
 
-async def test_database_timeout_answers_503_and_stores_nothing_acked(
+async def test_a_stalled_database_acks_from_the_spool_then_replays(
         settings: Settings, db: asyncpg.Connection) -> None:
     impatient = dataclasses.replace(settings, db_timeout_s=0.3)
     async with TestClient(TestServer(create_app(impatient))) as client:
@@ -48,11 +48,38 @@ async def test_database_timeout_answers_503_and_stores_nothing_acked(
         try:
             async with locker.transaction():
                 await locker.execute("LOCK TABLE events IN EXCLUSIVE MODE")
-                status, body = await post_signed(client, "/twilio/status",
-                                                 status_form("SM" + "7" * 32, "sent"))
-            assert status == 503 and "unavailable" in body
+                status, _ = await post_signed(client, "/twilio/status",
+                                              status_form("SM" + "7" * 32, "sent"))
+                assert status == 200     # durable in the fsync'd spool
+                ready = await (await client.get("/readyz")).json()
+                assert ready["status"] == "degraded" and ready["spool_bytes"] > 0
         finally:
             await locker.close()
-        assert (await post_signed(client, "/twilio/status",
-                                  status_form("SM" + "8" * 32, "sent")))[0] == 200
-    assert [r[0] for r in await db.fetch("SELECT message_sid FROM events")] == ["SM" + "8" * 32]
+        for _ in range(100):             # the replayer moves it once the lock is gone
+            if await db.fetchval("SELECT count(*) FROM events") == 1:
+                break
+            await asyncio.sleep(0.1)
+        metrics = await (await client.get("/metrics")).text()
+    assert [r[0] for r in await db.fetch("SELECT message_sid FROM events")] == ["SM" + "7" * 32]
+    assert "smsledger_events_spooled_total 1" in metrics
+    assert "smsledger_events_replayed_total 1" in metrics
+
+
+async def test_disk_full_while_the_database_stalls_is_503_never_2xx(
+        settings: Settings, db: asyncpg.Connection) -> None:
+    impatient = dataclasses.replace(settings, db_timeout_s=0.3)
+    spool_dir = settings.data_dir / "spool"
+    spool_dir.mkdir(parents=True)
+    (spool_dir / "current.log").symlink_to("/dev/full")   # every write: ENOSPC
+    async with TestClient(TestServer(create_app(impatient))) as client:
+        locker = await asyncpg.connect(settings.database_url)
+        try:
+            async with locker.transaction():
+                await locker.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+                status, body = await post_signed(client, "/twilio/status",
+                                                 status_form("SM" + "6" * 32, "sent"))
+        finally:
+            await locker.close()
+    assert status == 503 and "unavailable" in body
+    await asyncio.sleep(0.2)
+    assert await db.fetchval("SELECT count(*) FROM events") == 0
