@@ -119,6 +119,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_twilio_ctx)
     app.router.add_post("/twilio/status", guarded(webhooks.status_callback))
     app.router.add_post("/twilio/inbound", guarded(webhooks.inbound_message))
+    app.router.add_post("/twilio/events", guarded(webhooks.event_stream))
     app.router.add_post("/v1/messages", guarded(send.send_message))
     app.router.add_post("/v1/events/sent", guarded(send.record_sent))
     app.router.add_post("/v1/verify/start", guarded(send.verify_start))

@@ -207,7 +207,8 @@ CATEGORIES = frozenset({"otp", "transactional", "marketing"})
 
 
 def message_sent(*, sid: str, to: str, from_: str | None, messaging_service_sid: str | None,
-                 category: str, tags: Sequence[str], segments: int | None, media_count: int,
+                 category: str | None, tags: Sequence[str], segments: int | None,
+                 media_count: int,
                  status: str | None, requested_at: datetime, source: Source,
                  received_at: datetime | None = None) -> Event:
     """A message handed to Twilio (by smsledger, or by the user's app and reported to us).
@@ -296,3 +297,112 @@ def number_looked_up(*, phone: str, carrier_name: str | None, line_type: str | N
                  "mobile_country_code": mobile_country_code,
                  "mobile_network_code": mobile_network_code, "error_code": error_code},
         phone=phone, error_code=error_code)
+
+
+CLOUD_STATUS_PREFIX = "com.twilio.messaging.message."
+CLOUD_INBOUND = "com.twilio.messaging.inbound-message.received"
+
+
+def _cloud_time(event: Mapping[str, Any], data: Mapping[str, Any], now: datetime) -> datetime:
+    for raw in (event.get("time"), data.get("timestamp")):
+        if isinstance(raw, str):
+            try:
+                parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            if parsed.tzinfo is not None:
+                return parsed.astimezone(UTC)
+    return now
+
+
+def cloud_event(event: Any, *, received_at: datetime | None = None) -> list[Event]:
+    """One Event Streams CloudEvent → the same events a classic webhook gives, keyed by content
+    so that a fact arriving by both channels (or retried: Event Streams is at-least-once) is
+    stored once. Types outside the message vocabulary give no event."""
+    if not isinstance(event, dict):
+        raise InvalidEvent("each CloudEvent must be a JSON object")
+    ce_id, ce_type, data = event.get("id"), event.get("type"), event.get("data")
+    if not isinstance(ce_id, str) or not ce_id or not isinstance(ce_type, str):
+        raise InvalidEvent("a CloudEvent needs a string `id` and `type`")
+    if not isinstance(data, dict):
+        raise InvalidEvent(f"CloudEvent {ce_id}: `data` must be an object")
+    now = received_at or utc_now()
+    when = _cloud_time(event, data, now)
+    payload = {"cloudevent_id": ce_id, "cloudevent_type": ce_type,
+               "cloudevent_source": event.get("source"), **data}
+    sid = data.get("messageSid")
+    if ce_type.startswith(CLOUD_STATUS_PREFIX) or ce_type == CLOUD_INBOUND:
+        if not isinstance(sid, str) or not sid:
+            raise InvalidEvent(f"CloudEvent {ce_id}: data.messageSid is required")
+    if ce_type == CLOUD_INBOUND:
+        form: dict[str, PayloadValue] = {"MessageSid": str(sid),
+                                         "From": str(data.get("from", "")),
+                "To": str(data.get("to", "")), "Body": str(data.get("body", ""))}
+        evs = inbound_message(form, received_at=now)
+        return [dataclasses.replace(e, source=Source.EVENT_STREAM, occurred_at=when,
+                                    payload={**payload, **e.payload} if i else payload)
+                for i, e in enumerate(evs)]
+    if not ce_type.startswith(CLOUD_STATUS_PREFIX):
+        return []
+    status = str(data.get("messageStatus") or ce_type[len(CLOUD_STATUS_PREFIX):]).lower()
+    raw_code = "" if data.get("errorCode") in (None, "") else str(data.get("errorCode"))
+    return [Event(
+        type=EventType.MESSAGE_STATUS,
+        idempotency_key=f"message.status:{sid}:{status}:{raw_code}",
+        source=Source.EVENT_STREAM, occurred_at=when, received_at=now, payload=payload,
+        message_sid=sid, phone=str(data.get("to") or "") or None, status=status,
+        error_code=parse_error_code(raw_code))]
+
+
+def _api_time(raw: Any) -> datetime | None:
+    """A Messages API or Bulk Export time: a datetime, RFC 2822 or ISO 8601 text."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, datetime):
+        return raw if raw.tzinfo else raw.replace(tzinfo=UTC)
+    text = str(raw)
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+        try:
+            parsed = parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            raise InvalidEvent(f"unreadable time {text!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def api_message(message: Mapping[str, Any], source: Source) -> list[Event]:
+    """A Message resource (Messages API, or a Bulk Export line) → what it tells: the send (or
+    the inbound message) and its current status, keyed like the webhook events so that
+    whichever arrives second stores nothing."""
+    sid = message.get("sid")
+    if not isinstance(sid, str) or not sid:
+        raise InvalidEvent("a message resource needs its `sid`")
+    status = str(message.get("status") or "").lower() or None
+    code = message.get("error_code")
+    raw_code = "" if code in (None, "") else str(code)
+    created = _api_time(message.get("date_created")) or utc_now()
+    sent = _api_time(message.get("date_sent")) or created
+    updated = _api_time(message.get("date_updated")) or sent
+    direction = str(message.get("direction") or "outbound-api")
+    now = utc_now()
+    payload = {k: (v.isoformat() if isinstance(v, datetime) else v)
+               for k, v in message.items() if k not in ("body", "subresource_uris")}
+    if direction == "inbound":
+        return [Event(type=EventType.MESSAGE_INBOUND, idempotency_key=f"message.inbound:{sid}",
+                      source=source, occurred_at=sent, received_at=now, payload=payload,
+                      message_sid=sid, phone=message.get("from"), status="received")]
+    segments = message.get("num_segments")
+    evs = [message_sent(sid=sid, to=str(message.get("to") or ""), from_=message.get("from"),
+                        messaging_service_sid=message.get("messaging_service_sid"),
+                        category=None, tags=[], segments=int(segments) if segments else None,
+                        media_count=int(message.get("num_media") or 0), status=None,
+                        requested_at=created, source=source, received_at=now)]
+    if status:
+        evs.append(Event(type=EventType.MESSAGE_STATUS,
+                         idempotency_key=f"message.status:{sid}:{status}:{raw_code}",
+                         source=source, occurred_at=updated, received_at=now, payload=payload,
+                         message_sid=sid, phone=message.get("to"), status=status,
+                         error_code=parse_error_code(raw_code)))
+    return evs

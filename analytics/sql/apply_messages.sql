@@ -1,4 +1,5 @@
--- Fold a batch into `messages`. Every column merges with an order-free rule (first non-null,
+-- Fold a batch into `messages`. Times are `occurred_at`: Twilio's time where it gave one
+-- (Event Streams, reconcile, backfill), the server's receive time for classic webhooks. Every column merges with an order-free rule (first non-null,
 -- earliest, latest, highest status key), so the result does not depend on how the log was cut
 -- into batches, nor on the order callbacks arrived in.
 CREATE OR REPLACE TEMP TABLE batch_msgs AS
@@ -13,14 +14,14 @@ SELECT message_sid,
        arg_max(error_code, status_key(status, error_code)) AS error_code,
        any_value(segments) FILTER (WHERE type = 'message.sent') AS segments,
        min(occurred_at) FILTER (WHERE type = 'message.sent') AS sent_at,
-       min(received_at) AS first_seen_at,
-       min(received_at) FILTER (WHERE status IN ('queued', 'accepted')) AS first_queued_at,
-       min(received_at) FILTER (WHERE type = 'message.status' AND status = 'sent')
+       min(occurred_at) AS first_seen_at,
+       min(occurred_at) FILTER (WHERE status IN ('queued', 'accepted')) AS first_queued_at,
+       min(occurred_at) FILTER (WHERE type = 'message.status' AND status = 'sent')
            AS first_sent_at,
-       min(received_at) FILTER (WHERE status = 'delivered') AS delivered_at,
-       min(received_at) FILTER (WHERE status IN ('undelivered', 'failed')) AS failed_at,
-       min(received_at) FILTER (WHERE status = 'read') AS read_at,
-       max(received_at) AS updated_at
+       min(occurred_at) FILTER (WHERE status = 'delivered') AS delivered_at,
+       min(occurred_at) FILTER (WHERE status IN ('undelivered', 'failed')) AS failed_at,
+       min(occurred_at) FILTER (WHERE status = 'read') AS read_at,
+       max(occurred_at) AS updated_at
 FROM batch
 WHERE message_sid IS NOT NULL AND type IN ('message.sent', 'message.status')
 GROUP BY message_sid;
