@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import signal
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from analytics import enrich, publish
 from analytics.hygiene import HygieneRules
 from analytics.model import open_model
 from analytics.reader import prepare
+from analytics.reconcile import UNREACHABLE_ERRORS, reconcile
 from analytics.report import hygiene_report
 from analytics.rollup import Rollup, RollupResult
 
@@ -42,6 +44,8 @@ class WorkerConfig:
     hygiene_every_s: float = 3600.0      # 0: never
     lookup_limit: int = 0                # per run; 0: off
     notify_url: str = ""
+    reconcile_every_s: float = 0.0       # 0: never
+    reconcile_after_s: float = 600.0
     once: bool = False
     crash_after_batches: int = 0
 
@@ -83,6 +87,7 @@ async def run_worker(config: WorkerConfig, twilio_client: Any = None,
                             crash_after_batches=config.crash_after_batches)
             asked: set[str] = set()
             last_report = -float("inf")   # the first report follows the first rollup
+            last_reconcile = time.monotonic()
             first = True
             while True:
                 result = await rollup.run(pg, stop)
@@ -99,6 +104,16 @@ async def run_worker(config: WorkerConfig, twilio_client: Any = None,
                     if phones:
                         stored = await enrich.look_up(twilio_client, pg, phones, asked)
                         log.info("looked up %d numbers", stored)
+                if (config.reconcile_every_s and twilio_client is not None and not stop.is_set()
+                        and time.monotonic() - last_reconcile >= config.reconcile_every_s):
+                    last_reconcile = time.monotonic()
+                    try:
+                        found = await reconcile(twilio_client, pg, after=timedelta(
+                            seconds=config.reconcile_after_s))
+                        log.info("reconcile: %s", found)
+                    except UNREACHABLE_ERRORS as exc:
+                        log.warning("reconcile skipped: Twilio unreachable (%s)",
+                                    type(exc).__name__)
                 due = (config.hygiene_every_s and
                        time.monotonic() - last_report >= config.hygiene_every_s)
                 if due and not stop.is_set():

@@ -186,6 +186,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("notify_url", "SMSLEDGER_NOTIFY_URL", "",
             "POST a JSON summary of each hygiene report here (empty: don't).",
             _optional_http_url),
+    Setting("reconcile_every_s", "SMSLEDGER_RECONCILE_EVERY_S", "300",
+            "Seconds between reconciliations in `smsledger worker` (0: never).",
+            lambda name, raw: 0.0 if raw.strip() == "0" else _positive_float(name, raw)),
+    Setting("reconcile_after_s", "SMSLEDGER_RECONCILE_AFTER_S", "600",
+            "A send with no terminal status this many seconds later is fetched from the "
+            "Messages API.", _positive_float),
     Setting("show_numbers", "SMSLEDGER_SHOW_NUMBERS", "0",
             "1: the dashboard shows whole phone numbers; 0: only their last 4 digits.", _flag),
     Setting("log_level", "SMSLEDGER_LOG_LEVEL", "INFO",
@@ -218,6 +224,8 @@ class Settings:
     lookup_limit: int = 50
     hygiene_rules: Path | None = None
     notify_url: str = ""
+    reconcile_every_s: float = 300.0
+    reconcile_after_s: float = 600.0
     show_numbers: bool = False
     log_level: str = "INFO"
 

@@ -12,8 +12,9 @@ import random
 import secrets
 import string
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import phonenumbers
@@ -64,6 +65,8 @@ class SimConfig:
     duplicate_rate: float = 0.05     # callbacks sent twice
     reorder_rate: float = 0.05       # final status sent before "sent"
     verify_service_sid: str = "VA" + "0" * 32
+    history_days: int = 0            # Message resources already there from past days
+    our_number: str = "+15005550006"
 
 
 @dataclasses.dataclass
@@ -92,6 +95,40 @@ class TwilioSim:
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(64)
+        if config.history_days:
+            self._make_history(config.history_days)
+
+    def _make_history(self, days: int) -> None:
+        """Past messages, as the Messages API would list them: each number texted on about
+        half of the days, each with its fate (no callbacks: they happened before us)."""
+        rng = random.Random(self.config.seed + 2)
+        now = datetime.now(UTC)
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        history: list[tuple[datetime, dict[str, Any]]] = []
+        for number in self.numbers:
+            for day in range(days, 0, -1):
+                if rng.random() < 0.5:
+                    continue
+                created = start - timedelta(days=day) + timedelta(seconds=rng.uniform(
+                    8 * 3600, 20 * 3600))
+                category = rng.choice(["otp", "transactional", "marketing"])
+                outcome = world.fate(rng, number, category, opted_out=False)
+                status = outcome.final_status or "failed"
+                done = created + timedelta(seconds=outcome.final_after_s)
+                history.append((created, {
+                    "account_sid": self.config.account_sid, "api_version": "2010-04-01",
+                    "body": "", "date_created": rfc2822(created), "date_updated": rfc2822(done),
+                    "date_sent": None if outcome.create_error else rfc2822(
+                        created + timedelta(seconds=outcome.sent_after_s)),
+                    "direction": "outbound-api", "error_code": outcome.error_code,
+                    "error_message": None, "from": self.config.our_number,
+                    "messaging_service_sid": None, "num_media": "0", "num_segments": "1",
+                    "price": "-0.00790", "price_unit": "USD", "sid": sid("SM"),
+                    "status": status, "to": number.e164}))
+        for _, message in sorted(history, key=lambda item: item[0]):
+            message["uri"] = (f"/2010-04-01/Accounts/{self.config.account_sid}/Messages/"
+                              f"{message['sid']}.json")
+            self.messages[message["sid"]] = message
 
     # -- the world ---------------------------------------------------------------------------
     def number(self, e164: str) -> world.Number:
@@ -381,12 +418,17 @@ async def messages_list(request: web.Request) -> web.Response:
                 rows = [m for m in rows if when(m) <= bound]
     chunk = rows[page * size:(page + 1) * size]
     base = request.path
-    next_uri = (f"{base}?PageSize={size}&Page={page + 1}"
-                if (page + 1) * size < len(rows) else None)
+
+    def page_uri(number: int) -> str:
+        # Keep the filters, as Twilio's next_page_uri does.
+        query = {k: v for k, v in q.items() if k not in ("Page", "PageSize", "PageToken")}
+        return f"{base}?{urlencode({**query, 'PageSize': size, 'Page': number})}"
+
+    next_uri = page_uri(page + 1) if (page + 1) * size < len(rows) else None
     return web.json_response({
         "messages": chunk, "page": page, "page_size": size, "start": page * size,
         "end": page * size + len(chunk) - 1 if chunk else 0,
-        "first_page_uri": f"{base}?PageSize={size}&Page=0", "next_page_uri": next_uri,
+        "first_page_uri": page_uri(0), "next_page_uri": next_uri,
         "previous_page_uri": None, "uri": request.path_qs})
 
 

@@ -97,6 +97,8 @@ def _worker_config(args: argparse.Namespace, settings: Settings, once: bool) -> 
         lookup_limit=(settings.lookup_limit if getattr(args, "lookup_limit", None) is None
                       else args.lookup_limit),
         notify_url=getattr(args, "notify_url", "") or settings.notify_url, once=once,
+        reconcile_every_s=settings.reconcile_every_s,
+        reconcile_after_s=settings.reconcile_after_s,
         crash_after_batches=getattr(args, "crash_after_batches", 0))
 
 
@@ -161,6 +163,94 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     print(f"hygiene report ({report.rules_version}): {len(report.rows)} numbers flagged "
           f"{report.counts}; {report.suppressed_now} newly suppressed")
     print(f"  {report.csv_path}\n  {report.html_path}")
+    return 0
+
+
+def _with_twilio(settings: Settings, job: Callable[[Any, Any], Any]) -> Any:
+    """Run ``job(twilio_client, pg_connection)`` with both opened and closed around it."""
+    import asyncpg
+
+    from twilio_api.client import make_client
+
+    settings.require("database_url", "twilio_account_sid", "twilio_auth_token")
+
+    async def main() -> Any:
+        client, http = make_client(settings)
+        pg = await asyncpg.connect(settings.database_url)
+        try:
+            return await job(client, pg)
+        finally:
+            await pg.close()
+            await http.close()
+
+    return asyncio.run(main())
+
+
+def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import timedelta
+
+    from analytics.reconcile import UNREACHABLE_ERRORS, reconcile
+
+    try:
+        result = _with_twilio(settings, lambda client, pg: reconcile(
+            client, pg, after=timedelta(minutes=args.after_minutes),
+            max_age=timedelta(hours=args.max_age_hours), limit=args.limit))
+    except UNREACHABLE_ERRORS as exc:
+        raise SettingsError(f"Twilio could not be reached ({type(exc).__name__}); nothing "
+                            "was stored") from None
+    print(f"reconcile: {result.checked} unsettled messages checked, {result.statuses} "
+          f"statuses and {result.unknown_found} unknown messages found, {result.events} new "
+          "events")
+    return 0
+
+
+def _date(text: str) -> Any:
+    from datetime import UTC, datetime
+
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date: {text!r} (use YYYY-MM-DD or an ISO "
+                                         "time)") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncpg
+
+    from analytics.reconcile import UNREACHABLE_ERRORS, backfill_api, backfill_files
+    from schema.events import InvalidEvent
+
+    if args.files:
+        missing = [str(p) for p in args.files if not p.is_file()]
+        if missing:
+            raise SettingsError(f"no such file: {', '.join(missing)}")
+        settings.require("database_url")
+
+        async def files() -> Any:
+            pg = await asyncpg.connect(settings.database_url)
+            try:
+                return await backfill_files(pg, args.files)
+            finally:
+                await pg.close()
+
+        try:
+            result = asyncio.run(files())
+        except (InvalidEvent, OSError) as exc:
+            raise SettingsError(f"backfill stopped: {exc}") from None
+    else:
+        if args.since is None:
+            raise SettingsError("give --since DATE (Messages API) or Bulk Export files")
+        stamp = args.since.strftime("%Y%m%d") + (args.until.strftime("-%Y%m%d")
+                                                 if args.until else "")
+        checkpoint = settings.data_dir / f"backfill-{stamp}.json"
+        try:
+            result = _with_twilio(settings, lambda client, pg: backfill_api(
+                client, pg, args.since, args.until, checkpoint))
+        except UNREACHABLE_ERRORS as exc:
+            raise SettingsError(f"Twilio could not be reached ({type(exc).__name__}); run "
+                                "again to resume from the last stored page") from None
+    print(f"backfill: {result.messages:,} messages, {result.events:,} new events")
     return 0
 
 
@@ -246,6 +336,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "[SMSLEDGER_NOTIFY_URL]")
     p.add_argument("--batch-size", type=int, default=100_000, help=argparse.SUPPRESS)
 
+    p = add("reconcile", cmd_reconcile, "Fetch, through Twilio's Messages API, every "
+            "message with no terminal status N minutes after sending, and recent messages "
+            "smsledger never heard of (create-time failures, sends made elsewhere).")
+    p.add_argument("--after-minutes", type=float, default=10, help="[10]")
+    p.add_argument("--max-age-hours", type=float, default=72, help="[72]")
+    p.add_argument("--limit", type=int, default=500, help="messages per run [500]")
+
+    p = add("backfill", cmd_backfill, "Import message history: from the Messages API "
+            "(--since, paged, resumable, idempotent), or from Twilio Bulk Export day files "
+            "(gzip JSON lines) given as paths.")
+    p.add_argument("--since", type=_date, default=None, help="first day (YYYY-MM-DD)")
+    p.add_argument("--until", type=_date, default=None, help="end, exclusive (YYYY-MM-DD)")
+    p.add_argument("files", nargs="*", type=Path, help="Bulk Export files (.json or .json.gz)")
+
     p = add("dashboard", cmd_dashboard, "Run the Streamlit dashboard on the published "
             "snapshot (SMSLEDGER_DATA_DIR/analytics.duckdb).")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
@@ -269,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--numbers", type=int, default=300, help="phone numbers in the world [300]")
     p.add_argument("--time-scale", type=float, default=1.0,
                    help="multiply every simulated delay (0.1: ten times faster) [1]")
+    p.add_argument("--history-days", type=int, default=0,
+                   help="days of past Message resources for `smsledger backfill` [0]")
 
     p = add("demo", cmd_demo, "Start everything on this machine: database, migrations, "
             "ingester, the Twilio simulator with traffic, the analytics worker and the dashboard. "

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.request import urlopen
 
@@ -110,9 +111,13 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
         _wait_http(ingest_url + "/readyz", 30, ingester)
         print(f"ingester:  {ingest_url}  (webhooks /twilio/status, /twilio/inbound; "
               f"{ingest_url}/metrics)")
-        spawn("simulator", "simulate", "--ingest-url", ingest_url, "--twilio-port",
-              str(twilio_port), "--rate", str(args.rate), "--duration", "0",
-              "--seed", str(args.seed))
+        simulator = spawn("simulator", "simulate", "--ingest-url", ingest_url,
+                          "--twilio-port", str(twilio_port), "--rate", str(args.rate),
+                          "--duration", "0", "--seed", str(args.seed), "--history-days", "14")
+        _wait_http(f"http://127.0.0.1:{twilio_port}/sim/stats", 30, simulator)
+        since = (datetime.now(UTC) - timedelta(days=15)).strftime("%Y-%m-%d")
+        subprocess.run([sys.executable, "-m", "smsledger.cli", "backfill", "--since", since],
+                       env=env, check=False)
         print(f"simulator: http://127.0.0.1:{twilio_port}  (a local Twilio; {args.rate:g} "
               "actions/s through the ingester; progress every 15 s)")
         spawn("worker", "worker", "--interval", "3", "--hygiene-every", "60",

@@ -17,7 +17,8 @@ async def run_simulation(args: argparse.Namespace, settings: Settings) -> int:
     sim = TwilioSim(SimConfig(
         account_sid=settings.twilio_account_sid,
         auth_token=settings.twilio_auth_token.reveal(), seed=args.seed, numbers=args.numbers,
-        time_scale=args.time_scale,
+        time_scale=args.time_scale, history_days=args.history_days,
+        our_number=settings.twilio_phone_number or "+15005550006",
         verify_service_sid=settings.twilio_verify_service_sid or "VA" + "0" * 32))
     runner = web.AppRunner(create_sim_app(sim), access_log=None)
     await runner.setup()
