@@ -7,6 +7,7 @@ import asyncio
 import asyncpg
 from aiohttp import web
 
+from ingest.openapi import SPEC
 from ingest.webhooks import APPENDER, METRICS
 
 POOL = web.AppKey("pool", asyncpg.Pool)
@@ -35,6 +36,10 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response({"status": "unavailable", **body}, status=503)
     status = "degraded" if appender.degraded else "ready"
     return web.json_response({"status": status, "database": "ok", **body})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(SPEC)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -35,8 +35,18 @@ SIGNATURE_SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
 
 
 def public_url(request: web.Request) -> str:
-    """The URL Twilio signed: the configured public base plus the path and query as sent."""
-    return request.app[SETTINGS].public_url + request.raw_path
+    """The URL Twilio signed: the configured public base plus the path and query as sent.
+
+    With SMSLEDGER_TRUST_FORWARDED=1 the scheme and host come from the proxy's
+    X-Forwarded-Proto and X-Forwarded-Host instead (first value of each). Off by default:
+    a client that can set those headers itself could otherwise choose the URL we verify."""
+    settings = request.app[SETTINGS]
+    if settings.trust_forwarded:
+        proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+        host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
+        if proto in ("http", "https") and host:
+            return f"{proto}://{host}{request.raw_path}"
+    return settings.public_url + request.raw_path
 
 
 API_MAX_BODY_BYTES = 1 << 20  # JSON bodies: /v1 (1000 sends), Event Streams batches

@@ -147,6 +147,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("public_url", "SMSLEDGER_PUBLIC_URL", "http://127.0.0.1:8080",
             "Base URL Twilio calls (as Twilio sees it, e.g. behind a TLS proxy); webhook "
             "signatures are checked against it plus the request path.", _http_url),
+    Setting("trust_forwarded", "SMSLEDGER_TRUST_FORWARDED", "0",
+            "1: take the URL Twilio signed from X-Forwarded-Proto and X-Forwarded-Host (only "
+            "behind a proxy that sets them and strips them from clients); 0: use "
+            "SMSLEDGER_PUBLIC_URL.", _flag),
     Setting("data_dir", "SMSLEDGER_DATA_DIR", ".smsledger",
             "Directory for the spool, the DuckDB files, reports and a private PostgreSQL cluster.",
             lambda _n, raw: Path(raw)),
@@ -209,6 +213,7 @@ class Settings:
     twilio_api_url: str = ""
     api_key: Secret = dataclasses.field(default_factory=lambda: Secret(""))
     public_url: str = "http://127.0.0.1:8080"
+    trust_forwarded: bool = False
     data_dir: Path = Path(".smsledger")
     max_body_bytes: int = 65536
     queue_size: int = 20000

@@ -1,0 +1,140 @@
+"""The OpenAPI 3.1 description of the ingester's HTTP API, served at ``/openapi.json``.
+
+Declared here, once; ``tests/test_openapi.py`` holds it equal to the routes the app serves and
+fuzzes the app against it with schemathesis.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schema.events import CATEGORIES
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+COMMON_ERRORS = {
+    "400": _error("malformed input (missing field, NUL byte, invalid UTF-8 or JSON)"),
+    "413": _error("body over the size limit"),
+    "415": _error("wrong Content-Type"),
+    "503": _error("overloaded, or neither PostgreSQL nor the spool could take the events"),
+}
+SIGNED = {"name": "X-Twilio-Signature", "in": "header", "required": True,
+          "description": "base64 HMAC of SMSLEDGER_PUBLIC_URL + path + query (+ sorted form "
+                         "parameters) with the auth token", "schema": {"type": "string"}}
+FORM_FIELD = {"type": "string"}
+
+
+def _form(required: list[str], fields: list[str]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+        "type": "object", "required": required,
+        "properties": {name: FORM_FIELD for name in fields},
+        "additionalProperties": FORM_FIELD}}}}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+E164 = {"type": "string", "description": "E.164, e.g. +14155550123"}
+V1_ERRORS = {**COMMON_ERRORS, "401": _error("missing or wrong API key")}
+
+SPEC: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "smsledger ingester", "version": "0.1.0",
+             "description": "Twilio webhooks in, immutable events out; the /v1 send API."},
+    "components": {
+        "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer",
+                                       "description": "SMSLEDGER_API_KEY"}},
+        "schemas": {
+            "Error": {"type": "object", "required": ["error"],
+                      "properties": {"error": {"type": "string"}},
+                      "additionalProperties": True},
+            "Sent": {"type": "object", "required": ["sid", "to"], "properties": {
+                "sid": {"type": "string", "pattern": "^(SM|MM)[0-9a-fA-F]{32}$"},
+                "to": E164, "from": {"type": "string"},
+                "messaging_service_sid": {"type": "string"},
+                "category": {"enum": sorted(CATEGORIES)},
+                "sent_at": {"type": "string", "format": "date-time"},
+                "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 20}}},
+        },
+    },
+    "paths": {
+        "/twilio/status": {"post": {
+            "summary": "Twilio status callback → message.status",
+            "parameters": [SIGNED], "requestBody": _form(
+                ["MessageSid", "MessageStatus"],
+                ["MessageSid", "SmsSid", "MessageStatus", "SmsStatus", "AccountSid", "From",
+                 "To", "ErrorCode", "RawDlrDoneDate", "MessagingServiceSid", "ApiVersion"]),
+            "responses": {"200": {"description": "stored (or already stored)"},
+                          "403": _error("signature missing or wrong"), **COMMON_ERRORS}}},
+        "/twilio/inbound": {"post": {
+            "summary": "Inbound SMS → message.inbound (+ contact.opted_out/in, help)",
+            "parameters": [SIGNED], "requestBody": _form(
+                ["MessageSid", "From"],
+                ["MessageSid", "SmsSid", "AccountSid", "MessagingServiceSid", "From", "To",
+                 "Body", "NumMedia", "NumSegments", "OptOutType"]),
+            "responses": {"200": {"description": "stored; TwiML reply",
+                                  "content": {"text/xml": {"schema": {"type": "string"}}}},
+                          "403": _error("signature missing or wrong"), **COMMON_ERRORS}}},
+        "/twilio/events": {"post": {
+            "summary": "Event Streams webhook sink (CloudEvents)",
+            "parameters": [SIGNED, {"name": "bodySHA256", "in": "query", "required": True,
+                                    "schema": {"type": "string"}}],
+            "requestBody": _json({"type": "array", "items": {
+                "type": "object", "required": ["id", "type", "data"],
+                "properties": {"id": {"type": "string"}, "type": {"type": "string"},
+                               "time": {"type": "string"}, "data": {"type": "object"}}}}),
+            "responses": {"200": {"description": "stored", "content": {"application/json": {
+                "schema": {"type": "object"}}}},
+                "403": _error("signature or bodySHA256 missing or wrong"), **COMMON_ERRORS}}},
+        "/v1/messages": {"post": {
+            "summary": "Send an SMS through Twilio and record it", "security": [{"apiKey": []}],
+            "requestBody": _json({"type": "object", "required": ["to"], "properties": {
+                "to": E164, "body": {"type": "string", "maxLength": 1600},
+                "from": {"type": "string"}, "messaging_service_sid": {"type": "string"},
+                "media_urls": {"type": "array", "items": {"type": "string"}, "maxItems": 10},
+                "category": {"enum": sorted(CATEGORIES)},
+                "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 20}}}),
+            "responses": {"201": {"description": "sent and recorded"},
+                          "409": _error("recipient opted out or suppressed"),
+                          "502": _error("Twilio unreachable; nothing sent or stored"),
+                          **V1_ERRORS}}},
+        "/v1/events/sent": {"post": {
+            "summary": "Record sends made elsewhere (idempotent by sid)",
+            "security": [{"apiKey": []}],
+            "requestBody": _json({"oneOf": [
+                {"$ref": "#/components/schemas/Sent"},
+                {"type": "array", "items": {"$ref": "#/components/schemas/Sent"},
+                 "minItems": 1, "maxItems": 1000}]}),
+            "responses": {"200": {"description": "stored and duplicates counted"},
+                          **V1_ERRORS}}},
+        "/v1/verify/start": {"post": {
+            "summary": "Start a Twilio Verify verification", "security": [{"apiKey": []}],
+            "requestBody": _json({"type": "object", "required": ["to"], "properties": {
+                "to": E164, "channel": {"enum": ["sms", "call", "email", "whatsapp"]}}}),
+            "responses": {"201": {"description": "pending"},
+                          "409": _error("recipient opted out or suppressed"),
+                          "502": _error("Twilio unreachable"), **V1_ERRORS}}},
+        "/v1/verify/check": {"post": {
+            "summary": "Check a Twilio Verify code", "security": [{"apiKey": []}],
+            "requestBody": _json({"type": "object", "required": ["to", "code"], "properties": {
+                "to": E164, "code": {"type": "string", "pattern": "^[0-9]{4,10}$"}}}),
+            "responses": {"200": {"description": "approved or pending"},
+                          "404": _error("no pending verification"),
+                          "502": _error("Twilio unreachable"), **V1_ERRORS}}},
+        "/healthz": {"get": {"summary": "The process is up",
+                             "responses": {"200": {"description": "ok"}}}},
+        "/readyz": {"get": {"summary": "ready / degraded (spooling) / unavailable",
+                            "responses": {"200": {"description": "ready or degraded"},
+                                          "503": {"description": "cannot take events"}}}},
+        "/metrics": {"get": {"summary": "Prometheus text",
+                             "responses": {"200": {"description": "metrics", "content": {
+                                 "text/plain": {"schema": {"type": "string"}}}}}}},
+        "/openapi.json": {"get": {"summary": "This document",
+                                  "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+    },
+}

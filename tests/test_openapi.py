@@ -1,0 +1,182 @@
+"""/openapi.json is true to the app, and the app survives fuzzing against it: schemathesis
+over HTTP, hypothesis on the form and CloudEvents parsers. No 5xx, nothing malformed stored."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ingest.app import create_app
+from ingest.forms import BadRequest, parse_form
+from ingest.openapi import SPEC
+from schema import events
+from schema.events import EventType, InvalidEvent
+from schema.settings import Secret, Settings
+from sim.twilio import SimConfig, TwilioSim, create_sim_app
+from smsledger.devdb import port_open
+from tests.conftest import TEST_TOKEN
+
+ROOT = Path(__file__).resolve().parent.parent
+ACCOUNT = "AC" + "7" * 32
+API_KEY = "fuzz-api-key-0123456789abcdef"
+
+
+def test_spec_lists_exactly_the_routes_served(db_url: str, tmp_path: Path) -> None:
+    app = create_app(Settings(database_url=db_url, twilio_auth_token=Secret(TEST_TOKEN),
+                              data_dir=tmp_path))
+    served = {(r.method.lower(), r.resource.canonical) for r in app.router.routes()
+              if r.method != "HEAD" and r.resource is not None}
+    documented = {(method, path) for path, ops in SPEC["paths"].items() for method in ops}
+    assert served == documented
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def simulated_twilio() -> Iterator[str]:
+    """The simulator on its own thread and loop, for an ingester in another process."""
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    sim = TwilioSim(SimConfig(account_sid=ACCOUNT, auth_token=TEST_TOKEN, seed=3, numbers=50,
+                              time_scale=0.01, verify_service_sid="VA" + "7" * 32))
+    runner = web.AppRunner(create_sim_app(sim))
+    started = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+        started.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert started.wait(10)
+    yield f"http://127.0.0.1:{port}"
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+def test_schemathesis_finds_no_server_error_and_nothing_malformed_is_stored(
+        db_url: str, tmp_path: Path, simulated_twilio: str) -> None:
+    port = free_port()
+    env = dict(os.environ, DATABASE_URL=db_url, TWILIO_AUTH_TOKEN=TEST_TOKEN,
+               TWILIO_ACCOUNT_SID=ACCOUNT, TWILIO_PHONE_NUMBER="+15005550006",
+               TWILIO_VERIFY_SERVICE_SID="VA" + "7" * 32, SMSLEDGER_API_KEY=API_KEY,
+               SMSLEDGER_TWILIO_API_URL=simulated_twilio, SMSLEDGER_DATA_DIR=str(tmp_path),
+               SMSLEDGER_PUBLIC_URL=f"http://127.0.0.1:{port}", SMSLEDGER_LOG_LEVEL="WARNING")
+    log = (tmp_path / "ingester.log").open("wb")
+    server = subprocess.Popen([sys.executable, "-m", "smsledger.cli", "serve", "--port",
+                               str(port)], env=env, cwd=ROOT, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 30
+        while not port_open("127.0.0.1", port):
+            assert time.monotonic() < deadline and server.poll() is None
+            time.sleep(0.1)
+        fuzz = subprocess.run(
+            [str(Path(sys.executable).parent / "schemathesis"), "run",
+             f"http://127.0.0.1:{port}/openapi.json", "--checks", "not_a_server_error",
+             "--max-examples", "30", "--seed", "7", "--request-timeout", "10",
+             "-H", f"Authorization: Bearer {API_KEY}"],
+            capture_output=True, text=True, timeout=400, check=False, cwd=tmp_path)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        log.close()
+    (tmp_path / "schemathesis.txt").write_text(fuzz.stdout)
+    assert fuzz.returncode == 0, fuzz.stdout[-4000:] + fuzz.stderr[-2000:]
+    assert "passed" in fuzz.stdout.lower()
+    assert TEST_TOKEN not in (tmp_path / "ingester.log").read_text()
+
+    async def check_store() -> None:
+        conn = await asyncpg.connect(db_url)
+        try:
+            rows = await conn.fetch("SELECT type, idempotency_key, payload FROM events")
+        finally:
+            await conn.close()
+        for row in rows:
+            assert row["type"] in {str(t) for t in EventType}
+            assert row["idempotency_key"] and isinstance(json.loads(row["payload"]), dict)
+
+    asyncio.run(check_store())
+
+
+form_bytes = st.one_of(
+    st.binary(max_size=300),
+    st.lists(st.tuples(st.sampled_from(["MessageSid", "MessageStatus", "To", "ErrorCode",
+                                        "Body", "From", "SmsSid", "x"]),
+                       st.text(max_size=30)), max_size=8).map(
+        lambda pairs: "&".join(f"{k}={v}" for k, v in pairs).encode("utf-8", "surrogatepass")
+        if all("\ud800" > c or c > "\udfff" for _, v in pairs for c in v) else b""))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=form_bytes)
+def test_form_parser_never_crashes_and_never_passes_a_nul(body: bytes) -> None:
+    try:
+        fields, _ = parse_form(body)
+    except BadRequest as exc:
+        assert exc.status == 400
+        return
+    for name, value in fields.items():
+        values = value if isinstance(value, list) else [value]
+        assert "\x00" not in name and all("\x00" not in v for v in values)
+    for build in (events.status_callback, events.inbound_message):
+        try:
+            built = build(fields)
+        except InvalidEvent:
+            continue
+        for event in (built if isinstance(built, list) else [built]):
+            assert event.idempotency_key and event.message_sid
+            json.dumps(event.payload)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                max_size=4), max_leaves=12)
+cloud_events = st.fixed_dictionaries(
+    {"id": st.one_of(st.text(max_size=10), st.integers(), st.none()),
+     "type": st.sampled_from(["com.twilio.messaging.message.delivered",
+                              "com.twilio.messaging.message.failed",
+                              "com.twilio.messaging.inbound-message.received",
+                              "com.twilio.voice.other", ""]),
+     "data": st.one_of(json_values, st.fixed_dictionaries(
+         {"messageSid": st.text(max_size=34), "messageStatus": st.text(max_size=12),
+          "errorCode": st.one_of(st.integers(), st.text(max_size=6), st.none()),
+          "to": st.text(max_size=15)}))},
+    optional={"time": st.text(max_size=30)})
+
+
+@settings(max_examples=400, deadline=None)
+@given(item=st.one_of(cloud_events, json_values))
+def test_cloudevent_parser_never_crashes(item: Any) -> None:
+    try:
+        built = events.cloud_event(item)
+    except InvalidEvent:
+        return
+    for event in built:
+        assert event.idempotency_key and event.message_sid
+        assert event.occurred_at.tzinfo is not None
+        json.dumps(event.payload)
