@@ -3,7 +3,7 @@ with a 4xx before it reaches the event store."""
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from schema.events import PayloadValue
 
@@ -20,6 +20,25 @@ class BadRequest(ValueError):
         self.extra = extra or {}
 
 
+def parse_pairs(text: str) -> list[tuple[str, str]]:
+    """``urllib.parse.parse_qsl(text, keep_blank_values=True, errors="strict")`` for the
+    webhook bodies we take, about twice as fast: a name or value is unquoted only when it holds
+    ``%`` or ``+``. (A test holds the two equal on arbitrary input.)"""
+    pairs = []
+    for field in text.split("&"):
+        if not field:
+            continue
+        name, sep, value = field.partition("=")
+        if not sep and not name:
+            continue
+        if "%" in name or "+" in name:
+            name = unquote_plus(name, errors="strict")
+        if "%" in value or "+" in value:
+            value = unquote_plus(value, errors="strict")
+        pairs.append((name, value))
+    return pairs
+
+
 def parse_form(body: bytes) -> tuple[dict[str, PayloadValue], list[tuple[str, str]]]:
     """``body`` → (fields by name, pairs as sent). A repeated name keeps all its values, as a
     list. NUL bytes (raw or percent-encoded) and invalid UTF-8 are refused: PostgreSQL's jsonb
@@ -27,9 +46,7 @@ def parse_form(body: bytes) -> tuple[dict[str, PayloadValue], list[tuple[str, st
     if b"\x00" in body:
         raise BadRequest(400, "nul_byte", "the body contains a NUL byte")
     try:
-        text = body.decode("utf-8")
-        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False,
-                          encoding="utf-8", errors="strict")
+        pairs = parse_pairs(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise BadRequest(400, "invalid_utf8", "the body is not valid UTF-8") from None
     fields: dict[str, PayloadValue] = {}

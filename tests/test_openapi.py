@@ -180,3 +180,22 @@ def test_cloudevent_parser_never_crashes(item: Any) -> None:
         assert event.idempotency_key and event.message_sid
         assert event.occurred_at.tzinfo is not None
         json.dumps(event.payload)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(text=st.lists(st.sampled_from(list("ab=&%+2B4F0x é\u00ff") +
+                                    ["%2", "%zz", "%C3%A9", "%FF", "%2B", "=="]),
+                    max_size=25).map("".join))
+def test_fast_form_parser_equals_parse_qsl(text: str) -> None:
+    from urllib.parse import parse_qsl
+
+    from ingest.forms import parse_pairs
+    try:
+        expected: Any = parse_qsl(text, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        expected = UnicodeDecodeError
+    try:
+        got: Any = parse_pairs(text)
+    except UnicodeDecodeError:
+        got = UnicodeDecodeError
+    assert got == expected
