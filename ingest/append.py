@@ -21,6 +21,7 @@ classic Twilio callback that times out is lost just the same, but a fast 503 is 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Sequence
@@ -166,19 +167,26 @@ class GroupCommitAppender:
             return
         self._metrics.batch_size.observe(len(events))
         seen: set[str] = set()
+        stored: collections.Counter[str] = collections.Counter()
+        duplicates = 0
         for evs, future in batch:
             flags = []
             for e in evs:
                 # The first occurrence of a key in the batch is the one that was inserted.
-                is_new = e.idempotency_key in new_keys and e.idempotency_key not in seen
-                seen.add(e.idempotency_key)
+                key = e.idempotency_key
+                is_new = key in new_keys and key not in seen
+                seen.add(key)
                 flags.append(is_new)
                 if is_new:
-                    self._metrics.appended.inc(type=str(e.type))
+                    stored[e.type] += 1
                 else:
-                    self._metrics.duplicates.inc()
+                    duplicates += 1
             if not future.done():
                 future.set_result(flags)
+        for kind, count in stored.items():
+            self._metrics.appended.inc(count, type=kind)
+        if duplicates:
+            self._metrics.duplicates.inc(duplicates)
 
     async def _spool_or_fail(self, batch: list[_Pending], events: list[Event]) -> None:
         """PostgreSQL did not take the batch: make it durable in the spool, or refuse it."""

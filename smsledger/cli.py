@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import shlex
@@ -36,6 +37,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         raise SettingsError("DATABASE_URL is not set (the demo finds or starts a database for "
                             "you: see the README)")
     app = create_app(settings)
+
+    async def steady_gc(_app: Any) -> None:
+        # Everything alive after start-up lives for the whole run: keep the cyclic collector
+        # off it, and let it run less often (its pauses showed in the p99 under load).
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 20)
+
+    app.on_startup.append(steady_gc)
     log.info("ingester listening on http://%s:%d (public URL %s)", args.host, args.port,
              settings.public_url)
     web.run_app(app, host=args.host, port=args.port, print=None, access_log=None,
