@@ -26,6 +26,9 @@ FROM batch
 WHERE message_sid IS NOT NULL AND type IN ('message.sent', 'message.status')
 GROUP BY message_sid;
 
+-- Messages already in the model merge with their row; the rest (most of a batch: a message's
+-- events usually travel together) are plain inserts. Deleting and re-inserting only the
+-- former keeps each commit's write-ahead log small.
 CREATE OR REPLACE TEMP TABLE merged AS
 SELECT b.message_sid,
        coalesce(m.to_number, b.to_number) AS to_number,
@@ -47,7 +50,9 @@ SELECT b.message_sid,
        least(m.failed_at, b.failed_at) AS failed_at,
        least(m.read_at, b.read_at) AS read_at,
        greatest(m.updated_at, b.updated_at) AS updated_at
-FROM batch_msgs b LEFT JOIN messages m USING (message_sid);
+FROM batch_msgs b JOIN messages m USING (message_sid);
 
-DELETE FROM messages WHERE message_sid IN (SELECT message_sid FROM batch_msgs);
+DELETE FROM messages WHERE message_sid IN (SELECT message_sid FROM merged);
 INSERT INTO messages BY NAME SELECT * FROM merged;
+INSERT INTO messages BY NAME
+SELECT b.* FROM batch_msgs b ANTI JOIN merged USING (message_sid);
