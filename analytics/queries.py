@@ -57,6 +57,20 @@ class Filters:
         return " AND ".join(clauses), params
 
 
+    def event_where(self) -> tuple[str, list[Any]]:
+        """The date range for timeline queries (``events.occurred_at``); the other filters
+        describe messages, not events."""
+        clauses: list[str] = ["true"]
+        params: list[Any] = []
+        if self.start is not None:
+            clauses.append("occurred_at >= ?")
+            params.append(self.start)
+        if self.end is not None:
+            clauses.append("occurred_at < ?")
+            params.append(self.end)
+        return " AND ".join(clauses), params
+
+
 def _df(con: duckdb.DuckDBPyConnection, query: str, params: list[Any]) -> pd.DataFrame:
     return con.execute(query, params).df()
 
@@ -167,41 +181,27 @@ def otp_latencies(con: duckdb.DuckDBPyConnection, f: Filters = Filters(),
 
 def verify_conversion(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
     """Per day: verifications started, approved, and the share approved."""
-    clauses: list[str] = ["true"]
-    params: list[Any] = []
-    if f.start is not None:
-        clauses.append("occurred_at >= ?")
-        params.append(f.start)
-    if f.end is not None:
-        clauses.append("occurred_at < ?")
-        params.append(f.end)
+    where, params = f.event_where()
     return _df(con, f"""
         SELECT date_trunc('day', occurred_at) AS day,
                count(DISTINCT detail) FILTER (WHERE type = 'verification.started') AS started,
                count(DISTINCT detail) FILTER (WHERE type = 'verification.checked'
                                               AND status = 'approved') AS approved,
                approved / nullif(started, 0) AS conversion
-        FROM events WHERE {" AND ".join(clauses)} AND type LIKE 'verification.%'
+        FROM events WHERE {where} AND type LIKE 'verification.%'
         GROUP BY 1 ORDER BY 1
     """, params)  # noqa: S608
 
 
 def opt_outs(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
     """Per day and keyword: opt-outs, opt-ins and help requests."""
-    clauses: list[str] = ["true"]
-    params: list[Any] = []
-    if f.start is not None:
-        clauses.append("occurred_at >= ?")
-        params.append(f.start)
-    if f.end is not None:
-        clauses.append("occurred_at < ?")
-        params.append(f.end)
+    where, params = f.event_where()
     return _df(con, f"""
         SELECT date_trunc('day', occurred_at) AS day,
                replace(type, 'contact.', '') AS kind, coalesce(detail, '') AS keyword,
                count(*) AS events
         FROM events
-        WHERE {" AND ".join(clauses)}
+        WHERE {where}
           AND type IN ('contact.opted_out', 'contact.opted_in', 'contact.help_requested')
         GROUP BY ALL ORDER BY 1, 2, 4 DESC
     """, params)  # noqa: S608

@@ -79,6 +79,15 @@ def _positive_float(name: str, raw: str) -> float:
     return value
 
 
+def _off_or_positive_float(name: str, raw: str) -> float:
+    """0 switches the thing off; anything else must be a positive number."""
+    return 0.0 if raw.strip() == "0" else _positive_float(name, raw)
+
+
+def _off_or_positive_int(name: str, raw: str) -> int:
+    return 0 if raw.strip() == "0" else _positive_int(name, raw)
+
+
 def _http_url(name: str, raw: str) -> str:
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -179,11 +188,11 @@ SETTINGS: tuple[Setting, ...] = (
             _positive_float),
     Setting("hygiene_every_s", "SMSLEDGER_HYGIENE_EVERY_S", "3600",
             "Seconds between hygiene reports in `smsledger worker` (0: never).",
-            lambda name, raw: 0.0 if raw.strip() == "0" else _positive_float(name, raw)),
+            _off_or_positive_float),
     Setting("lookup_limit", "SMSLEDGER_LOOKUP_LIMIT", "50",
             "Numbers looked up with Twilio Lookup v2 per worker run (paid per request; 0: "
             "off; off anyway without Twilio credentials).",
-            lambda name, raw: 0 if raw.strip() == "0" else _positive_int(name, raw)),
+            _off_or_positive_int),
     Setting("hygiene_rules", "SMSLEDGER_HYGIENE_RULES", "",
             "A TOML file of list-hygiene rules replacing the shipped ones (see "
             "analytics/hygiene_rules.toml).", lambda _n, raw: Path(raw) if raw else None),
@@ -192,7 +201,7 @@ SETTINGS: tuple[Setting, ...] = (
             _optional_http_url),
     Setting("reconcile_every_s", "SMSLEDGER_RECONCILE_EVERY_S", "300",
             "Seconds between reconciliations in `smsledger worker` (0: never).",
-            lambda name, raw: 0.0 if raw.strip() == "0" else _positive_float(name, raw)),
+            _off_or_positive_float),
     Setting("reconcile_after_s", "SMSLEDGER_RECONCILE_AFTER_S", "600",
             "A send with no terminal status this many seconds later is fetched from the "
             "Messages API.", _positive_float),
