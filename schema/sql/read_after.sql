@@ -7,5 +7,6 @@ SELECT position, tx_id::text AS tx_id, idempotency_key, type, version, source, m
 FROM events
 WHERE (tx_id, position) > ($1::text::xid8, $2::bigint)
   AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY tx_id, position
+-- Order by the table's columns, not the output aliases, or the index cannot serve it.
+ORDER BY events.tx_id, events.position
 LIMIT $3
