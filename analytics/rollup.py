@@ -20,8 +20,9 @@ from importlib import resources
 import asyncpg
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from analytics import phones
+from analytics import phones as phones_module
 from analytics.hygiene import HygieneRules
 from analytics.model import read_cursor, write_cursor
 from analytics.reader import Batch, fetch_batch
@@ -54,6 +55,9 @@ class Rollup:
         # transaction, after its rows are written and before the commit.
         self._crash_after = crash_after_batches
         self._applied = 0
+        # Numbers already described, so a batch's new ones are found without scanning
+        # number_info; loaded lazily, extended only after a batch commits.
+        self._known: set[str] | None = None
 
     def apply(self, batch: Batch, events_total: int) -> None:
         con = self.duck
@@ -63,7 +67,7 @@ class Rollup:
             for name in ("apply_events", "apply_messages"):
                 for statement in statements(name):
                     con.execute(statement)
-            self._describe_new_numbers()
+            described = self._describe_new_numbers(batch)
             for statement in statements("apply_lookups"):
                 con.execute(statement)
             con.execute("CREATE OR REPLACE TEMP TABLE affected AS "
@@ -76,19 +80,23 @@ class Rollup:
             if self._crash_after and self._applied >= self._crash_after:
                 os.kill(os.getpid(), signal.SIGKILL)
             con.execute("COMMIT")
+            assert self._known is not None
+            self._known.update(described)
         except BaseException:
             con.execute("ROLLBACK")
             raise
         finally:
             con.unregister("batch")
 
-    def _describe_new_numbers(self) -> None:
-        new = [row[0] for row in self.duck.execute(
-            "SELECT DISTINCT phone FROM batch WHERE phone IS NOT NULL "
-            "AND phone NOT IN (SELECT phone FROM number_info)").fetchall()]
+    def _describe_new_numbers(self, batch: Batch) -> list[str]:
+        if self._known is None:
+            self._known = {r[0] for r in self.duck.execute(
+                "SELECT phone FROM number_info").fetchall()}
+        phones = pc.unique(batch.table["phone"].drop_null()).to_pylist()
+        new = [p for p in phones if p not in self._known]
         if not new:
-            return
-        described = [phones.describe(p) for p in new]
+            return []
+        described = [phones_module.describe(p) for p in new]
         table = pa.table({"phone": new, "country": [d[0] for d in described],
                           "carrier_hint": [d[1] for d in described],
                           "type_hint": [d[2] for d in described]})
@@ -97,6 +105,7 @@ class Rollup:
             self.duck.execute("INSERT INTO number_info BY NAME SELECT * FROM new_numbers")
         finally:
             self.duck.unregister("new_numbers")
+        return new
 
     async def run(self, pg: asyncpg.Connection, stop: asyncio.Event | None = None,
                   ) -> RollupResult:
