@@ -40,7 +40,7 @@ class WorkerConfig:
     data_dir: Path
     rules: HygieneRules
     interval_s: float = 5.0
-    batch_size: int = 100_000
+    batch_size: int = 250_000
     hygiene_every_s: float = 3600.0      # 0: never
     lookup_limit: int = 0                # per run; 0: off
     notify_url: str = ""
