@@ -154,6 +154,16 @@ class Traffic:
         interval = 1.0 / self.config.rate
         n = 0
         try:
+            # Open with replies from people who opt out or ask for help, so every view of the
+            # data (opt-outs included) has something within the first seconds.
+            stoppers = [x for x in self.sim.numbers if x.profile == "stopper"][:2]
+            for number in stoppers:
+                await self.inbound(number)
+            if self.sim.numbers:
+                await self.sim.send_inbound(
+                    self.config.ingest_url + "/twilio/inbound", self.sim.numbers[0].e164,
+                    self.config.our_number, "HELP",
+                    sign_url=self.config.public_url + "/twilio/inbound")
             while not self.config.duration or time.monotonic() - started < self.config.duration:
                 task = asyncio.create_task(self._one())
                 tasks.add(task)

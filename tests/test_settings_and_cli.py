@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import subprocess
 import sys
@@ -69,6 +70,10 @@ def test_readme_documents_every_setting_and_command() -> None:
     for setting in SETTINGS:
         assert f"`{setting.env}`" in readme, setting.env
     assert "scripts/demo" in readme and "scripts/test" in readme
+    commands = next(a for a in build_parser()._actions
+                    if isinstance(a, argparse._SubParsersAction)).choices
+    for name in commands:
+        assert f"`smsledger {name}" in readme, name
     ci = (ROOT / ".ci" / "run").read_text()
     assert "scripts/test" in ci
 
