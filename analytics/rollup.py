@@ -1,9 +1,11 @@
 """The rollup: apply the event log to the DuckDB model, batch by batch, exactly once.
 
 Each batch is applied in one DuckDB transaction together with the cursor that says how far the
-log has been applied. A crash (kill -9 included) mid-batch rolls the whole batch back, cursor and
-all, so the rerun repeats nothing and loses nothing. While one batch is applied (in a thread:
-DuckDB releases the GIL), the next is already being read from PostgreSQL.
+log has been applied, and with the set of numbers it touched; those numbers (their stats and
+hygiene verdicts) are recomputed once at the end of the run. A crash (kill -9 included)
+mid-batch rolls the whole batch back, cursor and all, so the rerun repeats nothing and loses
+nothing; a crash before the refresh leaves the dirty set for the next run. While one batch is
+applied (in a thread: DuckDB releases the GIL), the next is already being read from PostgreSQL.
 """
 
 from __future__ import annotations
@@ -70,11 +72,8 @@ class Rollup:
             described = self._describe_new_numbers(batch)
             for statement in statements("apply_lookups"):
                 con.execute(statement)
-            con.execute("CREATE OR REPLACE TEMP TABLE affected AS "
+            con.execute("INSERT INTO dirty_numbers "
                         "SELECT DISTINCT phone FROM batch WHERE phone IS NOT NULL")
-            params = self.rules.sql_params()
-            for statement in statements("refresh_numbers"):
-                con.execute(statement, {k: v for k, v in params.items() if f"${k}" in statement})
             write_cursor(con, batch.after, events_total)
             self._applied += 1
             if self._crash_after and self._applied >= self._crash_after:
@@ -87,6 +86,26 @@ class Rollup:
             raise
         finally:
             con.unregister("batch")
+
+    def refresh_numbers(self) -> int:
+        """Recompute every dirty number (its stats and hygiene verdict) in one transaction.
+        Returns how many."""
+        con = self.duck
+        con.execute("BEGIN")
+        try:
+            con.execute("CREATE OR REPLACE TEMP TABLE affected AS "
+                        "SELECT DISTINCT phone FROM dirty_numbers")
+            row = con.execute("SELECT count(*) FROM affected").fetchone()
+            count = int(row[0]) if row else 0
+            params = self.rules.sql_params()
+            for statement in statements("refresh_numbers"):
+                con.execute(statement, {k: v for k, v in params.items() if f"${k}" in statement})
+            con.execute("DELETE FROM dirty_numbers")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return count
 
     def _describe_new_numbers(self, batch: Batch) -> list[str]:
         if self._known is None:
@@ -133,5 +152,7 @@ class Rollup:
                     await pending
                 except (asyncio.CancelledError, asyncpg.PostgresError, OSError):
                     pass
+        # Also after a crash: a previous run's dirty numbers are refreshed by this one.
+        await asyncio.to_thread(self.refresh_numbers)
         result.seconds = time.perf_counter() - started
         return result

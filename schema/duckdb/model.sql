@@ -39,6 +39,14 @@ CREATE TABLE IF NOT EXISTS contact_events (
     detail       VARCHAR
 );
 
+-- Numbers whose rows in `numbers` are out of date: each batch adds the ones it touched (in
+-- its own transaction), and the refresh at the end of a rollup run recomputes them and
+-- empties this table in one transaction. Refreshing once per run instead of once per batch
+-- spares recomputing a number again and again; a crash in between leaves the set here.
+CREATE TABLE IF NOT EXISTS dirty_numbers (
+    phone VARCHAR NOT NULL
+);
+
 -- One row per outbound message (inbound ones are in the timeline). `status` is the final status by rank: a late or duplicated callback
 -- never moves it backwards.
 CREATE TABLE IF NOT EXISTS messages (
