@@ -14,7 +14,7 @@ import asyncpg
 from aiohttp import web
 
 from ingest import ops, send, webhooks
-from ingest.append import GroupCommitAppender, Overloaded, StoreUnavailable
+from ingest.append import GroupCommitAppender, Overloaded, StoreUnavailable, Unstorable
 from ingest.forms import BadRequest
 from ingest.metrics import IngestMetrics
 from ingest.signature import WebhookSigner
@@ -52,6 +52,11 @@ def guarded(handler: Handler) -> Handler:
             metrics.rejects.inc(reason="overloaded")
             log.warning("refused %s %s: commit queue full (503)", request.method, request.path)
             return _error(503, "the ingester is overloaded; nothing was stored")
+        except Unstorable as exc:
+            metrics.rejects.inc(reason="unstorable")
+            log.warning("refused %s %s: PostgreSQL refused the content (%s)", request.method,
+                        request.path, exc)
+            return _error(400, "the request's content cannot be stored; nothing was stored")
         except StoreUnavailable as exc:
             metrics.rejects.inc(reason="store_unavailable")
             log.warning("refused %s %s: store unavailable (%s)", request.method, request.path,

@@ -44,6 +44,16 @@ class StoreUnavailable(RuntimeError):
     """The batch holding these events could not be committed."""
 
 
+class Unstorable(ValueError):
+    """PostgreSQL refused these events' content (not an outage): a 4xx, never the spool."""
+
+
+# PostgreSQL classes 22 (data exception) and 23 (integrity): the content, not the server.
+# Retrying or spooling such a batch would fail again forever.
+DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError,
+               UnicodeEncodeError)
+
+
 _Pending = tuple[Sequence[Event], "asyncio.Future[list[bool]]"]
 
 
@@ -108,7 +118,22 @@ class GroupCommitAppender:
 
     async def _insert_spooled(self, events: list[Event]) -> None:
         async with self._pool.acquire(timeout=self._timeout_s) as conn:
-            await asyncio.wait_for(store.append(conn, events), self._timeout_s * 4)
+            try:
+                await asyncio.wait_for(store.append(conn, events), self._timeout_s * 4)
+                return
+            except DATA_ERRORS:
+                pass
+            # Some spooled event cannot be stored: set it aside (kept, logged) instead of
+            # retrying the whole segment forever.
+            for event in events:
+                try:
+                    await store.append(conn, [event])
+                except DATA_ERRORS as exc:
+                    assert self.spool is not None
+                    await asyncio.to_thread(self.spool.set_aside, event)
+                    log.error("spooled event %s cannot be stored (%s); set aside in %s",
+                              event.idempotency_key[:60], type(exc).__name__,
+                              self.spool.directory / "rejected.log")
 
     def _update_spool_metrics(self) -> None:
         if self.spool is not None:
@@ -143,6 +168,13 @@ class GroupCommitAppender:
             self._metrics.queue_depth.set(self._queue.qsize())
             try:
                 await self._flush(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 (the flusher must outlive any one batch)
+                log.exception("group commit failed unexpectedly; its requests get 503")
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(StoreUnavailable("unexpected failure"))
             finally:
                 for _ in batch:
                     self._queue.task_done()
@@ -154,6 +186,11 @@ class GroupCommitAppender:
             return
         try:
             new_keys = await self._write(events)
+        except DATA_ERRORS as exc:
+            log.error("PostgreSQL refused a batch's content (%s): storing it request by "
+                      "request", type(exc).__name__)
+            await self._isolate(batch)
+            return
         except asyncio.CancelledError:
             for _, future in batch:
                 if not future.done():
@@ -187,6 +224,21 @@ class GroupCommitAppender:
             self._metrics.appended.inc(count, type=kind)
         if duplicates:
             self._metrics.duplicates.inc(duplicates)
+
+    async def _isolate(self, batch: list[_Pending]) -> None:
+        """One request at a time, so that one unstorable event costs only its own request."""
+        for evs, future in batch:
+            if future.done():
+                continue
+            try:
+                new_keys = await self._write(list(evs))
+            except DATA_ERRORS as exc:
+                future.set_exception(Unstorable(type(exc).__name__))
+                continue
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                await self._spool_or_fail([(evs, future)], list(evs))
+                continue
+            future.set_result([e.idempotency_key in new_keys for e in evs])
 
     async def _spool_or_fail(self, batch: list[_Pending], events: list[Event]) -> None:
         """PostgreSQL did not take the batch: make it durable in the spool, or refuse it."""

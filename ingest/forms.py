@@ -59,3 +59,25 @@ def parse_form(body: bytes) -> tuple[dict[str, PayloadValue], list[tuple[str, st
         else:
             fields[name] = value
     return fields, pairs
+
+
+def check_storable(value: object, where: str = "body") -> None:
+    """400 unless every string in a parsed JSON value can be stored: PostgreSQL's jsonb holds
+    no NUL character, and a lone surrogate (``"\\ud800"``) is not UTF-8 at all."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise BadRequest(400, "unstorable_text",
+                                 f"the {where} holds a NUL character, which cannot be stored")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadRequest(400, "unstorable_text", f"the {where} holds a lone surrogate "
+                                 "(not Unicode text), which cannot be stored") from None
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)

@@ -23,7 +23,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
 from ingest.append import StoreUnavailable
-from ingest.forms import BadRequest
+from ingest.forms import BadRequest, check_storable
 from ingest.ops import POOL
 from ingest.webhooks import API_MAX_BODY_BYTES, APPENDER, SETTINGS, read_body
 from schema import events, store
@@ -53,9 +53,11 @@ async def json_body(request: web.Request) -> Any:
     require_api_key(request)
     raw = await read_body(request, "application/json", API_MAX_BODY_BYTES)
     try:
-        return json.loads(raw)
+        data = json.loads(raw)
     except (UnicodeDecodeError, ValueError):
         raise BadRequest(400, "invalid_json", "the body is not valid JSON") from None
+    check_storable(data)
+    return data
 
 
 def _field(obj: Any, name: str, *, where: str = "") -> Any:

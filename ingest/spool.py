@@ -136,6 +136,13 @@ class Spool:
             if self.current.exists() and self.current.stat().st_size:
                 self.current.rename(self.directory / f"segment-{time.time_ns()}.log")
 
+    def set_aside(self, event: Event) -> None:
+        """Keep an event PostgreSQL refuses in ``rejected.log`` (same framing) for a person."""
+        with (self.directory / "rejected.log").open("ab") as f:
+            f.write(_encode([event]))
+            f.flush()
+            os.fsync(f.fileno())
+
     def close(self) -> None:
         self._close()
 

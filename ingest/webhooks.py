@@ -18,7 +18,7 @@ from aiohttp import web
 from twilio.twiml.messaging_response import MessagingResponse
 
 from ingest.append import GroupCommitAppender
-from ingest.forms import FORM_TYPE, BadRequest, parse_form
+from ingest.forms import FORM_TYPE, BadRequest, check_storable, parse_form
 from ingest.metrics import IngestMetrics
 from ingest.signature import WebhookSigner, algorithm_of
 from schema import events
@@ -104,9 +104,11 @@ async def signed_json(request: web.Request) -> Any:
     if b"\x00" in body:
         raise BadRequest(400, "nul_byte", "the body contains a NUL byte")
     try:
-        return json.loads(body.decode("utf-8"))
+        data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise BadRequest(400, "invalid_json", "the body is not valid JSON") from None
+    check_storable(data)
+    return data
 
 
 async def store(request: web.Request, evs: Sequence[Event]) -> list[bool]:

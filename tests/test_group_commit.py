@@ -83,3 +83,57 @@ async def test_disk_full_while_the_database_stalls_is_503_never_2xx(
     assert status == 503 and "unavailable" in body
     await asyncio.sleep(0.2)
     assert await db.fetchval("SELECT count(*) FROM events") == 0
+
+
+async def test_unstorable_content_costs_only_its_own_request(
+        settings: Settings, db: asyncpg.Connection) -> None:
+    """Past the input checks (a bug, a new field): PostgreSQL refuses one event's content.
+    Its request fails with Unstorable; the others in the same batch are stored; nothing is
+    spooled; the flushers keep serving."""
+    from ingest.append import GroupCommitAppender, Unstorable
+    from ingest.metrics import IngestMetrics
+    from ingest.spool import Spool
+    from tests.factory import T0, status
+
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    spool = Spool(settings.data_dir / "spool")
+    appender = GroupCommitAppender(pool, IngestMetrics(), queue_size=100, batch_max=100,
+                                   timeout_s=2, spool=spool)
+    appender.start()
+    try:
+        good = [status(f"SM{i:032x}", "+14155550123", "sent", T0) for i in range(3)]
+        bad = dataclasses.replace(good[0], idempotency_key="bad", payload={"x": "nul\x00"})
+        results = await asyncio.gather(*(appender.append([e]) for e in [good[0], bad, *good[1:]]),
+                                       return_exceptions=True)
+        assert isinstance(results[1], Unstorable)
+        assert [r for i, r in enumerate(results) if i != 1] == [[True]] * 3
+        assert await appender.append([status("SM" + "f" * 32, "+1415", "sent", T0)]) == [True]
+    finally:
+        await appender.stop()
+        await pool.close()
+    assert await db.fetchval("SELECT count(*) FROM events") == 4
+    assert not spool.segments() and not spool.current.exists()
+
+
+async def test_an_unstorable_spooled_event_is_set_aside_not_retried_forever(
+        settings: Settings, db: asyncpg.Connection) -> None:
+    from ingest.append import GroupCommitAppender
+    from ingest.metrics import IngestMetrics
+    from ingest.spool import Spool, read_segment, replay
+    from tests.factory import T0, status
+
+    spool = Spool(settings.data_dir / "spool")
+    good = status("SM" + "a" * 32, "+14155550123", "sent", T0)
+    bad = dataclasses.replace(good, idempotency_key="bad", payload={"x": "nul\x00"})
+    await spool.append([good, bad])
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1)
+    appender = GroupCommitAppender(pool, IngestMetrics(), queue_size=10, batch_max=10,
+                                   timeout_s=2, spool=spool)
+    try:
+        assert await replay(spool, appender._insert_spooled) == 2
+    finally:
+        await pool.close()
+    assert await db.fetchval("SELECT count(*) FROM events") == 1
+    kept, _ = read_segment(spool.directory / "rejected.log")
+    assert [e.idempotency_key for e in kept] == ["bad"]
+    assert not spool.segments()

@@ -277,3 +277,19 @@ async def test_traffic_drives_the_whole_path(w: World) -> None:
             m["error_code"] not in (21610, 21614)} <= sent | {
         sid for sid, m in w.sim.messages.items() if m["error_code"] in (21610, 21614)}
     await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("bad", ["\u0000", "\ud800"])
+async def test_unstorable_text_in_json_is_400_and_the_ingester_keeps_working(
+        w: World, bad: str) -> None:
+    """NUL and lone surrogates cannot be stored (jsonb, UTF-8): refused at the door, and the
+    group commit goes on serving everyone else."""
+    item = {"sid": "SM" + "d" * 32, "to": w.number("good"), "from": "x" + bad}
+    body = json.dumps(item)          # ASCII escapes: \\u0000, \\ud800
+    async with w.client.post("/v1/events/sent", data=body, headers={
+            **AUTH, "Content-Type": "application/json"}) as resp:
+        assert resp.status == 400
+        assert "cannot be stored" in (await resp.json())["error"]
+    good = {**item, "from": "+15005550006"}
+    async with w.client.post("/v1/events/sent", json=good, headers=AUTH) as resp:
+        assert resp.status == 200 and (await resp.json())["stored"] == 1

@@ -116,6 +116,16 @@ async def fresh_database(server: devdb.Database, name: str) -> str:
     return url
 
 
+async def checkpoint(url: str) -> None:
+    """Start each server's run from a quiet PostgreSQL: the previous run's writes flushed, so
+    no checkpoint of someone else's data lands in the middle of the next measurement."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+
+
 async def stored(url: str) -> int:
     conn = await asyncpg.connect(url)
     try:
@@ -189,6 +199,7 @@ def main() -> None:
              True)]
     for name, argv, port, uses_db in plan:
         db_url = asyncio.run(fresh_database(server, "smsledger_bench")) if uses_db else None
+        asyncio.run(checkpoint(server.url))
         env = dict(base_env, DATABASE_URL=db_url or "")
         results[name] = run_one(name, argv, env, port, wrk, lua, entries, args.seconds,
                                 args.connections, args.threads, db_url)
