@@ -79,7 +79,8 @@ def _cluster_owner() -> str | None:
     raise DatabaseNotFound("running as root with no `postgres` user to run PostgreSQL as")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -113,7 +114,7 @@ class PrivateCluster:
     def port(self) -> int:
         path = self.root / "port"
         if not path.exists():
-            path.write_text(str(_free_port()))
+            path.write_text(str(free_port()))
         return int(path.read_text().strip())
 
     @property

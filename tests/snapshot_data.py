@@ -5,7 +5,6 @@ multi-day history for the slow hygiene rules, then the real rollup and publish."
 from __future__ import annotations
 
 import asyncio
-import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from ingest.app import create_app
 from schema.settings import Secret, Settings
 from sim.traffic import Traffic, TrafficConfig
 from sim.twilio import SimConfig, TwilioSim, create_sim_app
+from smsledger.devdb import free_port
 from tests.conftest import TEST_TOKEN
 from tests.factory import append, message
 
@@ -27,17 +27,11 @@ OUR = "+15005550006"
 UNREACHABLE = "+14155559901"
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def build(db_url: str, data_dir: Path, seconds: float = 3.0) -> None:
     sim = TwilioSim(SimConfig(account_sid=ACCOUNT, auth_token=TEST_TOKEN, seed=9, numbers=250,
                               time_scale=0.02, verify_service_sid="VA" + "4" * 32))
     async with TestServer(create_sim_app(sim)) as sim_server:
-        port = _port()
+        port = free_port()
         settings = Settings(database_url=db_url, twilio_account_sid=ACCOUNT,
                             twilio_auth_token=Secret(TEST_TOKEN), twilio_phone_number=OUR,
                             twilio_verify_service_sid="VA" + "4" * 32,

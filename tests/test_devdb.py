@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 from pathlib import Path
 
 import asyncpg
@@ -13,14 +12,8 @@ from schema.migrate import migrate_url
 from smsledger import devdb
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_private_cluster_when_no_server_answers(tmp_path: Path) -> None:
-    db = devdb.find_database(tmp_path, environ={}, probe=("127.0.0.1", closed_port()))
+    db = devdb.find_database(tmp_path, environ={}, probe=("127.0.0.1", devdb.free_port()))
     assert db.how == "private cluster"
     try:
         async def use() -> int:
@@ -34,7 +27,7 @@ def test_private_cluster_when_no_server_answers(tmp_path: Path) -> None:
 
         assert asyncio.run(use()) == 0
         # Found again, it is reused, not initialised twice.
-        again = devdb.find_database(tmp_path, environ={}, probe=("127.0.0.1", closed_port()))
+        again = devdb.find_database(tmp_path, environ={}, probe=("127.0.0.1", devdb.free_port()))
         assert again.url == db.url
     finally:
         cluster = devdb.PrivateCluster(tmp_path / "pg")

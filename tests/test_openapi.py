@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -28,7 +27,7 @@ from schema import events
 from schema.events import EventType, InvalidEvent
 from schema.settings import Secret, Settings
 from sim.twilio import SimConfig, TwilioSim, create_sim_app
-from smsledger.devdb import port_open
+from smsledger.devdb import free_port, port_open
 from tests.conftest import TEST_TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,12 +42,6 @@ def test_spec_lists_exactly_the_routes_served(db_url: str, tmp_path: Path) -> No
               if r.method != "HEAD" and r.resource is not None}
     documented = {(method, path) for path, ops in SPEC["paths"].items() for method in ops}
     assert served == documented
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

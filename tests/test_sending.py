@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from schema.settings import Secret, Settings
 from sim import world
 from sim.traffic import Traffic, TrafficConfig
 from sim.twilio import SimConfig, TwilioSim, create_sim_app
+from smsledger.devdb import free_port
 from tests.conftest import TEST_TOKEN
 
 ACCOUNT = "AC" + "1" * 32
@@ -30,12 +30,6 @@ API_KEY = "test-api-key-" + "f" * 20
 VERIFY_SID = "VA" + "2" * 32
 OUR_NUMBER = "+15005550006"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclasses.dataclass

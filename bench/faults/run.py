@@ -21,8 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 from schema.migrate import migrate_url  # noqa: E402
 from smsledger import devdb  # noqa: E402
+from smsledger.devdb import free_port  # noqa: E402
 from tests.faults.test_faults import (  # noqa: E402
-    free_port,
     ingester,
     load,
     stored_once,

@@ -7,7 +7,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,15 +18,10 @@ import asyncpg
 
 from schema.migrate import migrate_url
 from smsledger import devdb
+from smsledger.devdb import free_port
 from tests.conftest import PUBLIC_URL, TEST_TOKEN, sign, status_form
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
