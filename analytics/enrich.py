@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import aiohttp
 import asyncpg
 import duckdb
 from twilio.base.exceptions import TwilioRestException
 
 from schema import store
 from schema.events import Event, number_looked_up
+from twilio_api.client import UNREACHABLE
 
 log = logging.getLogger("smsledger.analytics.enrich")
 
@@ -41,7 +41,7 @@ async def look_up(client: Any, pg: asyncpg.Connection, phones: list[str],
         except TwilioRestException as exc:
             log.warning("lookup of a number failed: Twilio %s %s", exc.status, exc.code)
             continue
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        except UNREACHABLE as exc:
             log.warning("lookup unavailable (%s); trying again next run", type(exc).__name__)
             asked.discard(phone)
             break
@@ -51,7 +51,4 @@ async def look_up(client: Any, pg: asyncpg.Connection, phones: list[str],
             mobile_country_code=info.get("mobile_country_code"),
             mobile_network_code=info.get("mobile_network_code"),
             error_code=info.get("error_code")))
-    if not events:
-        return 0
-    async with pg.transaction():
-        return len(await store.append(pg, events))
+    return len(await store.append(pg, events))

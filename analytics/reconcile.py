@@ -24,7 +24,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 from twilio.base.exceptions import TwilioRestException
 
@@ -53,13 +52,6 @@ def resource(instance: Any) -> dict[str, Any]:
     out = {name: getattr(instance, name, None) for name in FIELDS}
     out["from"] = getattr(instance, "from_", None)
     return out
-
-
-async def _append(pg: asyncpg.Connection, events: list[Event]) -> int:
-    if not events:
-        return 0
-    async with pg.transaction():
-        return len(await store.append(pg, events))
 
 
 @dataclasses.dataclass
@@ -111,7 +103,7 @@ async def reconcile(client: Any, pg: asyncpg.Connection, *, after: timedelta,
             if item["sid"] not in known:
                 result.unknown_found += 1
                 events.extend(api_message(item, Source.RECONCILE))
-    result.events = await _append(pg, events)
+    result.events = len(await store.append(pg, events))
     return result
 
 
@@ -164,7 +156,7 @@ async def backfill_api(client: Any, pg: asyncpg.Connection, since: datetime,
         for instance in page:
             result.messages += 1
             events.extend(api_message(resource(instance), Source.BACKFILL))
-        result.events += await _append(pg, events)
+        result.events += len(await store.append(pg, events))
         result.pages += 1
         await asyncio.to_thread(_save_checkpoint, checkpoint, page.next_page_url)
         _progress(result)
@@ -201,13 +193,11 @@ async def backfill_files(pg: asyncpg.Connection, paths: list[Path]) -> BackfillR
                 raise InvalidEvent(f"{path.name} line {number}: {exc}") from None
             result.messages += 1
             if len(events) >= 5000:
-                result.events += await _append(pg, events)
+                result.events += len(await store.append(pg, events))
                 events = []
-        result.events += await _append(pg, events)
+        result.events += len(await store.append(pg, events))
         result.pages += 1
         _progress(result)
     _progress(result, done=True)
     return result
 
-
-UNREACHABLE_ERRORS = (aiohttp.ClientError, OSError, TimeoutError, TwilioRestException)

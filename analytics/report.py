@@ -110,10 +110,7 @@ async def suppress_new(pg: asyncpg.Connection, rows: list[dict[str, Any]],
         evidence={"verdict": row["verdict"], "error_codes": row["error_codes"],
                   "failures": row["failures"], "rules_version": rules.version})
         for row in rows if row["verdict"] in SUPPRESS and not row["suppressed"]]
-    if not events:
-        return 0
-    async with pg.transaction():
-        return len(await store.append(pg, events))
+    return len(await store.append(pg, events))
 
 
 async def notify(url: str, summary: dict[str, Any]) -> None:

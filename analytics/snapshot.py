@@ -23,7 +23,12 @@ def current_snapshot(data_dir: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
-def open_snapshot(data_dir: Path) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(str(current_snapshot(data_dir)), read_only=True)
+def connect_readonly(path: Path | str) -> duckdb.DuckDBPyConnection:
+    """A reader's connection to one snapshot file, times in UTC."""
+    con = duckdb.connect(str(path), read_only=True)
     con.execute("SET TimeZone = 'UTC'")
     return con
+
+
+def open_snapshot(data_dir: Path) -> duckdb.DuckDBPyConnection:
+    return connect_readonly(current_snapshot(data_dir))

@@ -20,14 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from twilio.base.exceptions import TwilioRestException
 
 from analytics import enrich, publish
 from analytics.hygiene import HygieneRules
 from analytics.model import open_model
 from analytics.reader import prepare
-from analytics.reconcile import UNREACHABLE_ERRORS, reconcile
+from analytics.reconcile import reconcile
 from analytics.report import hygiene_report
 from analytics.rollup import Rollup, RollupResult
+from twilio_api.client import UNREACHABLE
 
 log = logging.getLogger("smsledger.analytics.worker")
 
@@ -111,7 +113,7 @@ async def run_worker(config: WorkerConfig, twilio_client: Any = None,
                         found = await reconcile(twilio_client, pg, after=timedelta(
                             seconds=config.reconcile_after_s))
                         log.info("reconcile: %s", found)
-                    except UNREACHABLE_ERRORS as exc:
+                    except (*UNREACHABLE, TwilioRestException) as exc:
                         log.warning("reconcile skipped: Twilio unreachable (%s)",
                                     type(exc).__name__)
                 due = (config.hygiene_every_s and

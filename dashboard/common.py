@@ -17,7 +17,7 @@ import streamlit as st
 
 from analytics import queries
 from analytics.queries import Filters
-from analytics.snapshot import SnapshotMissing, current_snapshot
+from analytics.snapshot import SnapshotMissing, connect_readonly, current_snapshot
 from schema.settings import Settings
 
 REFRESH_S = 10
@@ -30,9 +30,7 @@ def settings() -> Settings:
 
 @st.cache_resource(max_entries=3)
 def _connect(path: str) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(path, read_only=True)
-    con.execute("SET TimeZone = 'UTC'")
-    return con
+    return connect_readonly(path)
 
 
 def snapshot() -> str:
@@ -58,12 +56,6 @@ def _watch(shown: str) -> None:
         return
     if now != shown:
         st.rerun(scope="app")
-
-
-def mask(phone: Any) -> Any:
-    if not isinstance(phone, str) or settings().show_numbers or len(phone) <= 4:
-        return phone
-    return "•••" + phone[-4:]
 
 
 def mask_frame(frame: pd.DataFrame, column: str = "phone") -> pd.DataFrame:

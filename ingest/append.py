@@ -48,6 +48,9 @@ class Unstorable(ValueError):
     """PostgreSQL refused these events' content (not an outage): a 4xx, never the spool."""
 
 
+# PostgreSQL is unreachable, failing or too slow: the events go to the spool.
+OUTAGE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
 # PostgreSQL classes 22 (data exception) and 23 (integrity): the content, not the server.
 # Retrying or spooling such a batch would fail again forever.
 DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError,
@@ -103,13 +106,12 @@ class GroupCommitAppender:
         assert self.spool is not None
         while True:
             await asyncio.sleep(1.0)
-            if not self.spool.segments() and not (
-                    self.spool.current.exists() and self.spool.current.stat().st_size):
+            if not self.spool.pending_bytes():
                 self._update_spool_metrics()
                 continue
             try:
                 replayed = await replay(self.spool, self._insert_spooled)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except OUTAGE_ERRORS as exc:
                 self._degraded_until = time.monotonic() + self._degraded_s
                 log.warning("spool replay waits for PostgreSQL: %s", type(exc).__name__)
             else:
@@ -196,7 +198,7 @@ class GroupCommitAppender:
                 if not future.done():
                     future.set_exception(StoreUnavailable("the ingester is shutting down"))
             raise
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except OUTAGE_ERRORS as exc:
             self._metrics.db_errors.inc()
             log.error("group commit of %d events failed: %s", len(events), type(exc).__name__)
             self._degraded_until = time.monotonic() + self._degraded_s
@@ -235,7 +237,7 @@ class GroupCommitAppender:
             except DATA_ERRORS as exc:
                 future.set_exception(Unstorable(type(exc).__name__))
                 continue
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            except OUTAGE_ERRORS:
                 await self._spool_or_fail([(evs, future)], list(evs))
                 continue
             future.set_result([e.idempotency_key in new_keys for e in evs])

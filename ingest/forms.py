@@ -28,9 +28,7 @@ def parse_pairs(text: str) -> list[tuple[str, str]]:
     for field in text.split("&"):
         if not field:
             continue
-        name, sep, value = field.partition("=")
-        if not sep and not name:
-            continue
+        name, _, value = field.partition("=")
         if "%" in name or "+" in name:
             name = unquote_plus(name, errors="strict")
         if "%" in value or "+" in value:

@@ -7,6 +7,7 @@ import asyncio
 import asyncpg
 from aiohttp import web
 
+from ingest.append import OUTAGE_ERRORS
 from ingest.openapi import SPEC
 from ingest.webhooks import APPENDER, METRICS
 
@@ -29,7 +30,7 @@ async def readyz(request: web.Request) -> web.Response:
         async with asyncio.timeout(1.0):
             async with request.app[POOL].acquire() as conn:
                 await conn.fetchval("SELECT 1")
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except OUTAGE_ERRORS as exc:
         body["database"] = type(exc).__name__
         if spool is not None and spool.writable():
             return web.json_response({"status": "degraded", **body})

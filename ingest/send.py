@@ -16,7 +16,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import phonenumbers
 from aiohttp import web
 from twilio.base.exceptions import TwilioRestException
@@ -28,6 +27,7 @@ from ingest.ops import POOL
 from ingest.webhooks import API_MAX_BODY_BYTES, APPENDER, SETTINGS, read_body
 from schema import events, store
 from schema.events import CATEGORIES, Event, EventType, Source
+from twilio_api.client import UNREACHABLE
 
 log = logging.getLogger("smsledger.ingest.send")
 
@@ -200,7 +200,7 @@ async def send_message(request: web.Request) -> web.Response:
         raise BadRequest(exc.status if 400 <= exc.status < 500 else 400, "twilio_refused",
                          f"Twilio refused the message: {exc.msg}",
                          extra={"twilio_code": exc.code}) from None
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+    except UNREACHABLE as exc:
         raise twilio_unreachable(exc) from None
     segments = int(message.num_segments) if message.num_segments else None
     sent = events.message_sent(
@@ -294,7 +294,7 @@ async def _verify(request: web.Request, kind: EventType, to: str, channel: str,
                              ) from None
         raise BadRequest(400, "twilio_refused", f"Twilio refused: {exc.msg}",
                          extra={"twilio_code": exc.code}) from None
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+    except UNREACHABLE as exc:
         raise twilio_unreachable(exc) from None
     event = events.verification(kind, verification_sid=result.sid, to=to,
                                 channel=result.channel or channel, status=result.status,

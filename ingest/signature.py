@@ -72,10 +72,6 @@ class WebhookSigner:
              algorithm: str = "HMAC_SHA1") -> str:
         return self._digest(url, self._canonical_params(params), algorithm).decode()
 
-    def sign_body(self, url: str, algorithm: str = "HMAC_SHA1") -> str:
-        """A JSON-body webhook: the URL (carrying ``bodySHA256``) is all that is signed."""
-        return self.sign(url, {}, algorithm)
-
     def verify(self, url: str, params: Mapping[str, str | Sequence[str]], signature: str,
                algorithm: str = "HMAC_SHA1") -> bool:
         if algorithm not in self._macs or not signature:

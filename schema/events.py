@@ -57,12 +57,8 @@ OPT_OUT_KEYWORDS = frozenset(
 OPT_IN_KEYWORDS = frozenset({"START", "YES", "UNSTOP"})
 HELP_KEYWORDS = frozenset({"HELP", "INFO"})
 
-# Status ranks: the analytics derive a message's state by rank, never by arrival order.
-STATUS_RANK: Mapping[str, int] = {
-    "scheduled": 0, "accepted": 1, "queued": 2, "sending": 3, "sent": 4,
-    "receiving": 4, "received": 5, "partially_delivered": 5, "canceled": 6,
-    "undelivered": 6, "failed": 6, "delivered": 7, "read": 8,
-}
+# A message's state is derived by status rank, never by arrival order: the rank lives with the
+# model that uses it (the status_key macro in schema/duckdb/model.sql).
 TERMINAL_STATUSES = frozenset(
     {"delivered", "undelivered", "failed", "read", "canceled", "received"})
 
@@ -111,24 +107,35 @@ def parse_error_code(raw: str) -> int | None:
     return None
 
 
-def status_callback(form: Form, *, received_at: datetime | None = None) -> Event:
-    """A classic StatusCallback POST → ``message.status``. Unknown statuses are kept."""
-    sid = _required(form, "MessageSid", "SmsSid")
-    status = _required(form, "MessageStatus", "SmsStatus").lower()
-    raw_code = _first(form, "ErrorCode").strip()
-    now = received_at or utc_now()
+def message_status(*, sid: str, status: str, raw_code: str, phone: str | None,
+                   source: Source, occurred_at: datetime, received_at: datetime,
+                   payload: Mapping[str, Any]) -> Event:
+    """``message.status``, however it arrived (callback, Event Streams, Messages API). The key
+    is the fact's content, the same for every channel, so the second arrival stores nothing."""
     return Event(
         type=EventType.MESSAGE_STATUS,
         idempotency_key=f"message.status:{sid}:{status}:{raw_code}",
-        source=Source.WEBHOOK,
-        occurred_at=now,
-        received_at=now,
-        payload=dict(form),
-        message_sid=sid,
-        phone=_first(form, "To").strip() or None,
-        status=status,
-        error_code=parse_error_code(raw_code),
-    )
+        source=source, occurred_at=occurred_at, received_at=received_at, payload=payload,
+        message_sid=sid, phone=phone, status=status, error_code=parse_error_code(raw_code))
+
+
+def message_inbound(*, sid: str, phone: str | None, source: Source, occurred_at: datetime,
+                    received_at: datetime, payload: Mapping[str, Any]) -> Event:
+    """``message.inbound``, keyed by the SID on every channel."""
+    return Event(
+        type=EventType.MESSAGE_INBOUND, idempotency_key=f"message.inbound:{sid}",
+        source=source, occurred_at=occurred_at, received_at=received_at, payload=payload,
+        message_sid=sid, phone=phone, status="received")
+
+
+def status_callback(form: Form, *, received_at: datetime | None = None) -> Event:
+    """A classic StatusCallback POST → ``message.status``. Unknown statuses are kept."""
+    now = received_at or utc_now()
+    return message_status(
+        sid=_required(form, "MessageSid", "SmsSid"),
+        status=_required(form, "MessageStatus", "SmsStatus").lower(),
+        raw_code=_first(form, "ErrorCode").strip(), phone=_first(form, "To").strip() or None,
+        source=Source.WEBHOOK, occurred_at=now, received_at=now, payload=dict(form))
 
 
 def keyword_of(body: str, opt_out_type: str = "") -> EventType | None:
@@ -156,17 +163,8 @@ def inbound_message(form: Form, *, received_at: datetime | None = None) -> list[
     sid = _required(form, "MessageSid", "SmsSid")
     sender = _required(form, "From")
     now = received_at or utc_now()
-    events = [Event(
-        type=EventType.MESSAGE_INBOUND,
-        idempotency_key=f"message.inbound:{sid}",
-        source=Source.WEBHOOK,
-        occurred_at=now,
-        received_at=now,
-        payload=dict(form),
-        message_sid=sid,
-        phone=sender,
-        status="received",
-    )]
+    events = [message_inbound(sid=sid, phone=sender, source=Source.WEBHOOK, occurred_at=now,
+                              received_at=now, payload=dict(form))]
     body = _first(form, "Body")
     kind = keyword_of(body, _first(form, "OptOutType"))
     if kind is not None:
@@ -346,12 +344,9 @@ def cloud_event(event: Any, *, received_at: datetime | None = None) -> list[Even
         return []
     status = str(data.get("messageStatus") or ce_type[len(CLOUD_STATUS_PREFIX):]).lower()
     raw_code = "" if data.get("errorCode") in (None, "") else str(data.get("errorCode"))
-    return [Event(
-        type=EventType.MESSAGE_STATUS,
-        idempotency_key=f"message.status:{sid}:{status}:{raw_code}",
-        source=Source.EVENT_STREAM, occurred_at=when, received_at=now, payload=payload,
-        message_sid=sid, phone=str(data.get("to") or "") or None, status=status,
-        error_code=parse_error_code(raw_code))]
+    return [message_status(sid=str(sid), status=status, raw_code=raw_code,
+                           phone=str(data.get("to") or "") or None, source=Source.EVENT_STREAM,
+                           occurred_at=when, received_at=now, payload=payload)]
 
 
 def _api_time(raw: Any) -> datetime | None:
@@ -390,9 +385,8 @@ def api_message(message: Mapping[str, Any], source: Source) -> list[Event]:
     payload = {k: (v.isoformat() if isinstance(v, datetime) else v)
                for k, v in message.items() if k not in ("body", "subresource_uris")}
     if direction == "inbound":
-        return [Event(type=EventType.MESSAGE_INBOUND, idempotency_key=f"message.inbound:{sid}",
-                      source=source, occurred_at=sent, received_at=now, payload=payload,
-                      message_sid=sid, phone=message.get("from"), status="received")]
+        return [message_inbound(sid=sid, phone=message.get("from"), source=source,
+                                occurred_at=sent, received_at=now, payload=payload)]
     segments = message.get("num_segments")
     evs = [message_sent(sid=sid, to=str(message.get("to") or ""), from_=message.get("from"),
                         messaging_service_sid=message.get("messaging_service_sid"),
@@ -400,9 +394,7 @@ def api_message(message: Mapping[str, Any], source: Source) -> list[Event]:
                         media_count=int(message.get("num_media") or 0), status=None,
                         requested_at=created, source=source, received_at=now)]
     if status:
-        evs.append(Event(type=EventType.MESSAGE_STATUS,
-                         idempotency_key=f"message.status:{sid}:{status}:{raw_code}",
-                         source=source, occurred_at=updated, received_at=now, payload=payload,
-                         message_sid=sid, phone=message.get("to"), status=status,
-                         error_code=parse_error_code(raw_code)))
+        evs.append(message_status(sid=sid, status=status, raw_code=raw_code,
+                                  phone=message.get("to"), source=source, occurred_at=updated,
+                                  received_at=now, payload=payload))
     return evs

@@ -24,8 +24,8 @@ def sql(name: str) -> str:
 async def append(conn: asyncpg.Connection, events: Sequence[Event]) -> set[str]:
     """Insert ``events`` in one statement; return the idempotency keys that were new.
 
-    Duplicates (already stored, or twice in ``events``) insert nothing. The caller owns the
-    transaction: the group commit wraps many requests' events in one.
+    Duplicates (already stored, or twice in ``events``) insert nothing. One statement, so
+    atomic on its own (no transaction needed); a caller may still wrap it in a larger one.
     """
     if not events:
         return set()

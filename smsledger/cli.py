@@ -198,13 +198,16 @@ def _with_twilio(settings: Settings, job: Callable[[Any, Any], Any]) -> Any:
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import timedelta
 
-    from analytics.reconcile import UNREACHABLE_ERRORS, reconcile
+    from twilio.base.exceptions import TwilioRestException
+
+    from analytics.reconcile import reconcile
+    from twilio_api.client import UNREACHABLE
 
     try:
         result = _with_twilio(settings, lambda client, pg: reconcile(
             client, pg, after=timedelta(minutes=args.after_minutes),
             max_age=timedelta(hours=args.max_age_hours), limit=args.limit))
-    except UNREACHABLE_ERRORS as exc:
+    except (*UNREACHABLE, TwilioRestException) as exc:
         raise SettingsError(f"Twilio could not be reached ({type(exc).__name__}); nothing "
                             "was stored") from None
     print(f"reconcile: {result.checked} unsettled messages checked, {result.statuses} "
@@ -226,9 +229,11 @@ def _date(text: str) -> Any:
 
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     import asyncpg
+    from twilio.base.exceptions import TwilioRestException
 
-    from analytics.reconcile import UNREACHABLE_ERRORS, backfill_api, backfill_files
+    from analytics.reconcile import backfill_api, backfill_files
     from schema.events import InvalidEvent
+    from twilio_api.client import UNREACHABLE
 
     if args.files:
         missing = [str(p) for p in args.files if not p.is_file()]
@@ -256,7 +261,7 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
         try:
             result = _with_twilio(settings, lambda client, pg: backfill_api(
                 client, pg, args.since, args.until, checkpoint))
-        except UNREACHABLE_ERRORS as exc:
+        except (*UNREACHABLE, TwilioRestException) as exc:
             raise SettingsError(f"Twilio could not be reached ({type(exc).__name__}); run "
                                 "again to resume from the last stored page") from None
     print(f"backfill: {result.messages:,} messages, {result.events:,} new events")

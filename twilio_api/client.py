@@ -45,6 +45,10 @@ class RedirectingHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
         return response
 
 
+# Twilio could not be reached at all (refused, DNS, timeout): nothing happened there.
+UNREACHABLE = (aiohttp.ClientError, OSError, TimeoutError)
+
+
 def make_client(settings: Settings) -> tuple[Client, RedirectingHttpClient]:
     """A twilio client and its HTTP client (close the latter). Call inside a running loop."""
     http = RedirectingHttpClient(settings.twilio_api_url, settings.twilio_timeout_s)
