@@ -8,6 +8,7 @@ cannot be reached the caller gets 502 and nothing is stored.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -21,7 +22,7 @@ from aiohttp import web
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
-from ingest.append import StoreUnavailable
+from ingest.append import OUTAGE_ERRORS, StoreUnavailable
 from ingest.forms import BadRequest, check_storable
 from ingest.ops import POOL
 from ingest.webhooks import API_MAX_BODY_BYTES, APPENDER, SETTINGS, read_body
@@ -116,8 +117,14 @@ def optional_str(obj: Any, name: str, where: str = "") -> str | None:
 
 async def check_recipient(request: web.Request, to: str, what: str) -> None:
     """409 (and a ``message.refused`` event) when ``to`` opted out or was suppressed."""
-    async with request.app[POOL].acquire() as conn:
-        block = await store.send_block(conn, to)
+    timeout = request.app[SETTINGS].db_timeout_s
+    try:
+        async with request.app[POOL].acquire(timeout=timeout) as conn:
+            block = await asyncio.wait_for(store.send_block(conn, to), timeout)
+    except OUTAGE_ERRORS:
+        # Fail closed: texting someone who opted out is worse than not texting them now.
+        raise BadRequest(503, "store_unavailable", "cannot check opt-outs and suppressions "
+                         "(the event store is unavailable); nothing was sent") from None
     if block is None:
         return
     await request.app[APPENDER].append([events.message_refused(

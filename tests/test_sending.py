@@ -287,3 +287,24 @@ async def test_unstorable_text_in_json_is_400_and_the_ingester_keeps_working(
     good = {**item, "from": "+15005550006"}
     async with w.client.post("/v1/events/sent", json=good, headers=AUTH) as resp:
         assert resp.status == 200 and (await resp.json())["stored"] == 1
+
+
+async def test_consent_check_without_postgres_is_a_clear_503_and_sends_nothing(
+        tmp_path: Path) -> None:
+    """The opt-out check needs the event store; without it nothing may be sent (fail
+    closed), and the answer is a clear 503, not a crash or a hang."""
+    sim = TwilioSim(sim_config())
+    async with TestServer(create_sim_app(sim)) as sim_server:
+        settings = Settings(
+            database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/none",
+            twilio_account_sid=ACCOUNT, twilio_auth_token=Secret(TEST_TOKEN),
+            twilio_phone_number=OUR_NUMBER, twilio_verify_service_sid=VERIFY_SID,
+            twilio_api_url=str(sim_server.make_url("")).rstrip("/"), api_key=Secret(API_KEY),
+            data_dir=tmp_path)
+        async with TestClient(TestServer(create_app(settings))) as client:
+            for path, body in [("/v1/messages", {"to": sim.numbers[0].e164, "body": "hi"}),
+                               ("/v1/verify/start", {"to": sim.numbers[0].e164})]:
+                async with client.post(path, json=body, headers=AUTH) as resp:
+                    assert resp.status == 503, path
+                    assert "opt-outs" in (await resp.json())["error"]
+    assert sim.stats.created == 0 and not sim.verifications
