@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException
 
 from analytics import enrich, publish
 from analytics.hygiene import HygieneRules
@@ -113,8 +113,9 @@ async def run_worker(config: WorkerConfig, twilio_client: Any = None,
                         found = await reconcile(twilio_client, pg, after=timedelta(
                             seconds=config.reconcile_after_s))
                         log.info("reconcile: %s", found)
-                    except (*UNREACHABLE, TwilioRestException) as exc:
-                        log.warning("reconcile skipped: Twilio unreachable (%s)",
+                    except (*UNREACHABLE, TwilioException) as exc:
+                        # Refused (e.g. wrong credentials) or unreachable: try next round.
+                        log.warning("reconcile skipped: Twilio unreachable or refused (%s)",
                                     type(exc).__name__)
                 due = (config.hygiene_every_s and
                        time.monotonic() - last_report >= config.hygiene_every_s)

@@ -195,10 +195,21 @@ def _with_twilio(settings: Settings, job: Callable[[Any, Any], Any]) -> Any:
     return asyncio.run(main())
 
 
+def twilio_refused(exc: Any) -> str:
+    """Twilio answered, and said no (wrong credentials, unknown account, rate limit). A
+    resource call raises TwilioRestException (status, code); a page fetch raises the base
+    TwilioException with the response as its second argument."""
+    response = exc.args[1] if len(exc.args) > 1 else None
+    status = getattr(exc, "status", None) or getattr(response, "status_code", "?")
+    code = getattr(exc, "code", None)
+    hint = " (check TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN)" if status in (401, 403) else ""
+    return f"Twilio refused the request: HTTP {status}" + (f", code {code}" if code else "") + hint
+
+
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import timedelta
 
-    from twilio.base.exceptions import TwilioRestException
+    from twilio.base.exceptions import TwilioException
 
     from analytics.reconcile import reconcile
     from twilio_api.client import UNREACHABLE
@@ -207,7 +218,9 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
         result = _with_twilio(settings, lambda client, pg: reconcile(
             client, pg, after=timedelta(minutes=args.after_minutes),
             max_age=timedelta(hours=args.max_age_hours), limit=args.limit))
-    except (*UNREACHABLE, TwilioRestException) as exc:
+    except TwilioException as exc:
+        raise SettingsError(twilio_refused(exc)) from None
+    except UNREACHABLE as exc:
         raise SettingsError(f"Twilio could not be reached ({type(exc).__name__}); nothing "
                             "was stored") from None
     print(f"reconcile: {result.checked} unsettled messages checked, {result.statuses} "
@@ -229,7 +242,7 @@ def _date(text: str) -> Any:
 
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     import asyncpg
-    from twilio.base.exceptions import TwilioRestException
+    from twilio.base.exceptions import TwilioException
 
     from analytics.reconcile import backfill_api, backfill_files
     from schema.events import InvalidEvent
@@ -261,7 +274,10 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
         try:
             result = _with_twilio(settings, lambda client, pg: backfill_api(
                 client, pg, args.since, args.until, checkpoint))
-        except (*UNREACHABLE, TwilioRestException) as exc:
+        except TwilioException as exc:
+            raise SettingsError(twilio_refused(exc) + "; run again to resume from the last "
+                                "stored page") from None
+        except UNREACHABLE as exc:
             raise SettingsError(f"Twilio could not be reached ({type(exc).__name__}); run "
                                 "again to resume from the last stored page") from None
     print(f"backfill: {result.messages:,} messages, {result.events:,} new events")

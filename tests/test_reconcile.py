@@ -136,3 +136,23 @@ def test_backfill_cli_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path,
     assert "give --since DATE" in capsys.readouterr().err
     assert main(["backfill", str(tmp_path / "missing.json.gz")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+async def test_cli_tells_a_refusal_from_an_unreachable_twilio(
+        twilio: Twilio, db_url: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from smsledger.cli import main
+    base = twilio.client.http_client._base
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", ACCOUNT)
+    monkeypatch.setenv("SMSLEDGER_TWILIO_API_URL", base)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "wrong-token")
+    assert await asyncio.to_thread(main, ["reconcile"]) == 2
+    err = capsys.readouterr().err
+    assert "Twilio refused the request: HTTP 401" in err and "TWILIO_AUTH_TOKEN" in err
+    assert "wrong-token" not in err
+    monkeypatch.setenv("SMSLEDGER_TWILIO_API_URL", "http://127.0.0.1:9")
+    assert await asyncio.to_thread(main, ["reconcile"]) == 2
+    assert "Twilio could not be reached" in capsys.readouterr().err
