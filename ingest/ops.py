@@ -44,6 +44,9 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(text=request.app[METRICS].render(),
+    metrics = request.app[METRICS]
+    # Read at scrape time rather than kept up to date on every request.
+    metrics.queue_depth.set(request.app[APPENDER].queued)
+    return web.Response(text=metrics.render(),
                         content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})

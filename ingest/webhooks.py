@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -34,13 +33,12 @@ SIGNATURE_HEADER = "X-Twilio-Signature"
 SIGNATURE_SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
 
 
-def public_url(request: web.Request) -> str:
+def public_url(settings: Settings, request: web.Request) -> str:
     """The URL Twilio signed: the configured public base plus the path and query as sent.
 
     With SMSLEDGER_TRUST_FORWARDED=1 the scheme and host come from the proxy's
     X-Forwarded-Proto and X-Forwarded-Host instead (first value of each). Off by default:
     a client that can set those headers itself could otherwise choose the URL we verify."""
-    settings = request.app[SETTINGS]
     if settings.trust_forwarded:
         proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
         host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
@@ -52,15 +50,15 @@ def public_url(request: web.Request) -> str:
 API_MAX_BODY_BYTES = 1 << 20  # JSON bodies: /v1 (1000 sends), Event Streams batches
 
 
-async def read_body(request: web.Request, content_type: str, limit: int | None = None) -> bytes:
+async def read_body(request: web.Request, content_type: str, limit: int) -> bytes:
     """The raw body, once its type and size are right (415, 413 otherwise)."""
-    limit = request.app[SETTINGS].max_body_bytes if limit is None else limit
     if request.content_type != content_type:
         raise BadRequest(415, "content_type",
                          f"expected Content-Type {content_type}, got {request.content_type!r}")
-    if request.content_length is not None and request.content_length > limit:
+    declared = request.content_length
+    if declared is not None and declared > limit:
         raise BadRequest(413, "too_large",
-                         f"body of {request.content_length} bytes is over the limit of {limit}")
+                         f"body of {declared} bytes is over the limit of {limit}")
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -72,13 +70,16 @@ async def read_body(request: web.Request, content_type: str, limit: int | None =
 
 async def signed_form(request: web.Request) -> dict[str, PayloadValue]:
     """The request's form fields, once its Twilio signature is proven."""
-    body = await read_body(request, FORM_TYPE)
-    fields, _ = parse_form(body)
-    signature = request.headers.get(SIGNATURE_HEADER, "")
+    app = request.app  # looked up once: every request passes here
+    settings = app[SETTINGS]
+    body = await read_body(request, FORM_TYPE, settings.max_body_bytes)
+    fields = parse_form(body)
+    headers = request.headers
+    signature = headers.get(SIGNATURE_HEADER, "")
     if not signature:
         raise BadRequest(403, "signature_missing", f"missing {SIGNATURE_HEADER}")
-    algorithm = algorithm_of(request.headers.get(SIGNATURE_SETTINGS_HEADER))
-    if not request.app[SIGNER].verify(public_url(request), fields, signature, algorithm):
+    algorithm = algorithm_of(headers.get(SIGNATURE_SETTINGS_HEADER))
+    if not app[SIGNER].verify(public_url(settings, request), fields, signature, algorithm):
         raise BadRequest(403, "signature_invalid",
                          f"{SIGNATURE_HEADER} does not match (is SMSLEDGER_PUBLIC_URL the URL "
                          "Twilio calls?)")
@@ -87,6 +88,7 @@ async def signed_form(request: web.Request) -> dict[str, PayloadValue]:
 
 async def signed_json(request: web.Request) -> Any:
     """An Event Streams body, once ``bodySHA256`` and the signature over the URL are proven."""
+    settings = request.app[SETTINGS]
     body = await read_body(request, "application/json", API_MAX_BODY_BYTES)
     declared = request.query.get("bodySHA256", "")
     signature = request.headers.get(SIGNATURE_HEADER, "")
@@ -97,8 +99,8 @@ async def signed_json(request: web.Request) -> Any:
     actual = hashlib.sha256(body).hexdigest()
     algorithm = algorithm_of(request.headers.get(SIGNATURE_SETTINGS_HEADER))
     body_ok = hmac.compare_digest(actual.encode(), declared.lower().encode())
-    if not request.app[SIGNER].verify(public_url(request), {}, signature, algorithm) or \
-            not body_ok:
+    url = public_url(settings, request)
+    if not request.app[SIGNER].verify(url, {}, signature, algorithm) or not body_ok:
         raise BadRequest(403, "signature_invalid",
                          f"{SIGNATURE_HEADER} or bodySHA256 does not match")
     if b"\x00" in body:
@@ -111,17 +113,13 @@ async def signed_json(request: web.Request) -> Any:
     return data
 
 
-async def store(request: web.Request, evs: Sequence[Event]) -> list[bool]:
-    return await request.app[APPENDER].append(evs)
-
-
 async def status_callback(request: web.Request) -> web.Response:
     fields = await signed_form(request)
     try:
         event = events.status_callback(fields)
     except InvalidEvent as exc:
         raise BadRequest(400, "missing_field", str(exc)) from None
-    await store(request, [event])
+    await request.app[APPENDER].append([event])
     return web.Response(status=200)
 
 
@@ -138,7 +136,7 @@ async def event_stream(request: web.Request) -> web.Response:
         except InvalidEvent as exc:
             raise BadRequest(400, "invalid_cloudevent", str(exc)) from None
     if evs:
-        await store(request, evs)
+        await request.app[APPENDER].append(evs)
     return web.json_response({"received": len(items), "events": len(evs)})
 
 
@@ -148,7 +146,7 @@ async def inbound_message(request: web.Request) -> web.Response:
         evs = events.inbound_message(fields)
     except InvalidEvent as exc:
         raise BadRequest(400, "missing_field", str(exc)) from None
-    await store(request, evs)
+    await request.app[APPENDER].append(evs)
     settings = request.app[SETTINGS]
     replies = {EventType.CONTACT_OPTED_OUT: settings.opt_out_reply,
                EventType.CONTACT_OPTED_IN: settings.opt_in_reply,

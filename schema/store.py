@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from schema.events import Event, as_rows
+from schema.events import Event, as_json_rows
 
 
 @cache
@@ -29,7 +29,7 @@ async def append(conn: asyncpg.Connection, events: Sequence[Event]) -> set[str]:
     """
     if not events:
         return set()
-    rows = await conn.fetch(sql("append"), *as_rows(events))
+    rows = await conn.fetch(sql("append"), as_json_rows(events))
     return {r["idempotency_key"] for r in rows}
 
 
