@@ -64,6 +64,9 @@ class GroupCommitAppender:
     def __init__(self, pool: asyncpg.Pool, metrics: IngestMetrics, *, queue_size: int,
                  batch_max: int, timeout_s: float, spool: Spool | None = None,
                  flushers: int = 2, degraded_s: float = 2.0) -> None:
+        # Made inside the running loop (the app's cleanup_ctx); kept, because asking asyncio for
+        # the running loop costs a getpid() system call on every request.
+        self._loop = asyncio.get_running_loop()
         self._pool = pool
         self.spool = spool
         self._degraded_s = degraded_s
@@ -92,7 +95,7 @@ class GroupCommitAppender:
         """
         if len(self._waiting) >= self._queue_size:
             raise Overloaded("the commit queue is full")
-        future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[list[bool]] = self._loop.create_future()
         self._waiting.append((events, future))
         self._wakeup.set()
         return future
