@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import UTC, datetime
 
 import asyncpg
@@ -110,3 +111,33 @@ async def test_reader_never_passes_an_uncommitted_event(db_url: str) -> None:
     finally:
         for conn in (slow, fast, reader):
             await conn.close()
+
+
+async def test_every_column_round_trips_through_the_batch_encoding(
+        db: asyncpg.Connection) -> None:
+    """Events travel to PostgreSQL as one JSON text per batch: each typed column, the payload
+    and both times (microseconds, any offset; a naive time taken as UTC) arrive unchanged, in
+    order."""
+    from datetime import timedelta, timezone
+
+    plus_five = timezone(timedelta(hours=5, minutes=30))
+    occurred = datetime(2026, 3, 4, 5, 6, 7, 123456, tzinfo=plus_five)
+    naive = datetime(2026, 3, 4, 1, 2, 3, 999999)
+    evs = [event("r1", occurred_at=occurred, phone="+14155550123", error_code=30003,
+                 status="undelivered", version=2, payload={"Body": "héllo ✓", "n": [1, None]}),
+           event("r2", received_at=naive, message_sid=None, phone=None, status=None,
+                 error_code=None, type=EventType.CONTACT_OPTED_OUT, source=Source.API)]
+    assert await store.append(db, evs) == {"r1", "r2"}
+    rows = await db.fetch("SELECT * FROM events ORDER BY position")
+    assert [r["idempotency_key"] for r in rows] == ["r1", "r2"]
+    first, second = rows
+    assert first["occurred_at"] == occurred
+    assert first["received_at"] == evs[0].received_at
+    assert (first["type"], first["version"], first["source"], first["message_sid"],
+            first["phone"], first["status"], first["error_code"]) == \
+        ("message.status", 2, "webhook", "SM1", "+14155550123", "undelivered", 30003)
+    assert json.loads(first["payload"]) == {"Body": "héllo ✓", "n": [1, None]}
+    assert second["received_at"] == naive.replace(tzinfo=UTC)
+    assert (second["type"], second["source"], second["message_sid"], second["phone"],
+            second["status"], second["error_code"]) == \
+        ("contact.opted_out", "api", None, None, None, None)
