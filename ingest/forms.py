@@ -21,11 +21,23 @@ class BadRequest(ValueError):
         self.extra = extra or {}
 
 
+_REMEMBERED_LEN = 64  # phone numbers, SIDs, statuses; never a message body
+
+
 @functools.lru_cache(maxsize=4096)
+def _unquote_short(text: str) -> str:
+    return unquote_plus(text, errors="strict")
+
+
 def _unquote_plus(text: str) -> str:
-    """``unquote_plus(text, errors="strict")``, remembered: Twilio sends the same sender and
-    recipient numbers (``%2B1...``) over and over, and unquoting is the costliest step of
-    parsing. (A value that fails to decode raises every time; errors are not cached.)"""
+    """``unquote_plus(text, errors="strict")``, remembered for short values: Twilio sends the
+    same sender and recipient numbers (``%2B1...``) over and over, and unquoting is the
+    costliest step of parsing. Only short values, because this runs before the signature is
+    checked: a stranger's large values must not fill memory (the cache holds at most
+    4096 × 64 characters). A value that fails to decode raises every time (errors are not
+    cached)."""
+    if len(text) <= _REMEMBERED_LEN:
+        return _unquote_short(text)
     return unquote_plus(text, errors="strict")
 
 

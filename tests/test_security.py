@@ -84,3 +84,20 @@ async def test_secrets_stay_out_of_metrics_errors_and_logs(
     joined = "\n".join(texts)
     assert TEST_TOKEN not in joined and API_KEY not in joined
     assert "missing or wrong API key" in joined
+
+
+def test_unsigned_large_values_are_not_remembered_by_the_form_parser() -> None:
+    """Unquoting is remembered for short values only: it runs before the signature check, so a
+    stranger's large percent-encoded values must not accumulate in memory."""
+    from urllib.parse import quote_plus
+
+    from ingest import forms
+
+    forms._unquote_short.cache_clear()
+    for i in range(50):
+        big = quote_plus(f"+{i}" + "é" * 5000)
+        fields = forms.parse_form(f"MessageSid=SM{i}&Body={big}&To=%2B14155550123".encode())
+        assert fields["Body"] == f"+{i}" + "é" * 5000
+        assert fields["To"] == "+14155550123"
+    remembered = forms._unquote_short.cache_info()
+    assert remembered.currsize == 1 and remembered.hits == 49   # only "%2B14155550123"
