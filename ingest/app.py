@@ -14,7 +14,7 @@ import asyncpg
 from aiohttp import web
 
 from ingest import ops, send, webhooks
-from ingest.append import GroupCommitAppender, Overloaded, StoreUnavailable, Unstorable
+from ingest.append import FLUSHERS, GroupCommitAppender, Overloaded, StoreUnavailable, Unstorable
 from ingest.forms import BadRequest
 from ingest.metrics import IngestMetrics
 from ingest.signature import WebhookSigner
@@ -78,10 +78,10 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[webhooks.SETTINGS]
     # No connection at creation (min_size=0): the ingester starts, and spools, even while
-    # PostgreSQL is down.
+    # PostgreSQL is down. The flushers keep one connection each: one more at least for the rest.
     pool = await asyncpg.create_pool(settings.database_url, min_size=0,
-                                     max_size=settings.db_pool_size, timeout=5,
-                                     reset=_keep_session)
+                                     max_size=max(settings.db_pool_size, FLUSHERS + 1),
+                                     timeout=5, reset=_keep_session)
     assert pool is not None
     try:
         async with pool.acquire(timeout=5) as conn:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -59,11 +60,15 @@ DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError,
 
 _Pending = tuple[Sequence[Event], "asyncio.Future[list[bool]]"]
 
+# Two flushers: while one batch waits for its commit, the next one is being written. Each keeps
+# one pool connection, so the pool needs at least one more for everything else.
+FLUSHERS = 2
+
 
 class GroupCommitAppender:
     def __init__(self, pool: asyncpg.Pool, metrics: IngestMetrics, *, queue_size: int,
                  batch_max: int, timeout_s: float, spool: Spool | None = None,
-                 flushers: int = 2, degraded_s: float = 2.0) -> None:
+                 flushers: int = FLUSHERS, degraded_s: float = 2.0) -> None:
         # Made inside the running loop (the app's cleanup_ctx); kept, because asking asyncio for
         # the running loop costs a getpid() system call on every request.
         self._loop = asyncio.get_running_loop()
@@ -83,6 +88,10 @@ class GroupCommitAppender:
         self._timeout_s = timeout_s
         self._flushers = flushers
         self._tasks: list[asyncio.Task[None]] = []
+        # Each flusher keeps its connection between batches (taking it from the pool and
+        # giving it back cost a task and several calls per commit); it goes back to the pool
+        # only when a write fails, or at stop.
+        self._conns: dict[int, asyncpg.pool.PoolConnectionProxy] = {}
 
     def append(self, events: Sequence[Event]) -> asyncio.Future[list[bool]]:
         """Queue ``events`` for the next commit; await the answer: for each event, True if new,
@@ -106,8 +115,7 @@ class GroupCommitAppender:
         return len(self._waiting)
 
     def start(self) -> None:
-        # Two flushers: while one batch waits for its commit, the next one is being written.
-        self._tasks = [asyncio.create_task(self._run(), name=f"group-commit-{i}")
+        self._tasks = [asyncio.create_task(self._run(i), name=f"group-commit-{i}")
                        for i in range(self._flushers)]
         if self.spool is not None:
             self._tasks.append(asyncio.create_task(self._replayer(), name="spool-replayer"))
@@ -173,12 +181,19 @@ class GroupCommitAppender:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        while self._conns:
+            await self._pool.release(self._conns.popitem()[1])
         while self._waiting:  # not written: fail them, never acknowledge them
             _, future = self._waiting.popleft()
             if not future.done():
                 future.set_exception(StoreUnavailable("the ingester is shutting down"))
 
-    async def _run(self) -> None:
+    @property
+    def connections_held(self) -> int:
+        """Connections the flushers keep between batches (at most one each)."""
+        return len(self._conns)
+
+    async def _run(self, slot: int) -> None:
         waiting = self._waiting
         while True:
             while not waiting:
@@ -192,7 +207,7 @@ class GroupCommitAppender:
                 size += len(item[0])
             self._in_flight += len(batch)
             try:
-                await self._flush(batch)
+                await self._flush(batch, slot)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 (the flusher must outlive any one batch)
@@ -204,17 +219,17 @@ class GroupCommitAppender:
                 self._in_flight -= len(batch)
                 self._batch_done.set()
 
-    async def _flush(self, batch: list[_Pending]) -> None:
+    async def _flush(self, batch: list[_Pending], slot: int) -> None:
         events = [e for evs, _ in batch for e in evs]
         if time.monotonic() < self._degraded_until:   # failed moments ago: don't wait again
             await self._spool_or_fail(batch, events)
             return
         try:
-            new_keys = await self._write(events)
+            new_keys = await self._write(events, slot)
         except DATA_ERRORS as exc:
             log.error("PostgreSQL refused a batch's content (%s): storing it request by "
                       "request", type(exc).__name__)
-            await self._isolate(batch)
+            await self._isolate(batch, slot)
             return
         except asyncio.CancelledError:
             for _, future in batch:
@@ -258,13 +273,13 @@ class GroupCommitAppender:
         if duplicates:
             self._metrics.duplicates.inc(duplicates)
 
-    async def _isolate(self, batch: list[_Pending]) -> None:
+    async def _isolate(self, batch: list[_Pending], slot: int) -> None:
         """One request at a time, so that one unstorable event costs only its own request."""
         for evs, future in batch:
             if future.done():
                 continue
             try:
-                new_keys = await self._write(list(evs))
+                new_keys = await self._write(list(evs), slot)
             except DATA_ERRORS as exc:
                 future.set_exception(Unstorable(type(exc).__name__))
                 continue
@@ -291,14 +306,27 @@ class GroupCommitAppender:
             if not future.done():
                 future.set_result([True] * len(evs))
 
-    async def _write(self, events: list[Event]) -> set[str]:
+    async def _write(self, events: list[Event], slot: int) -> set[str]:
         started = time.perf_counter()
-        # One deadline for taking a connection and committing (asyncio.timeout: no extra task
-        # per batch, as wait_for and the pool's own acquire timeout would create).
-        async with asyncio.timeout(self._timeout_s), self._pool.acquire() as conn:
-            # One statement in autocommit is one transaction: the whole batch commits or none
-            # of it does, without the two extra round trips of BEGIN and COMMIT.
-            new_keys = await store.append(conn, events)
+        conn = self._conns.get(slot)
+        try:
+            # One deadline for taking a connection and committing (asyncio.timeout: no extra
+            # task per batch, as wait_for and the pool's own acquire timeout would create).
+            async with asyncio.timeout(self._timeout_s):
+                if conn is None:
+                    conn = self._conns[slot] = await self._pool.acquire()
+                # One statement in autocommit is one transaction: the whole batch commits or
+                # none of it does, without the two extra round trips of BEGIN and COMMIT.
+                new_keys = await store.append(conn, events)
+        except BaseException:
+            # Whatever went wrong (an outage, a timeout mid-statement, refused content,
+            # shutdown), the connection goes back to the pool, which rolls back, waits out a
+            # cancelled statement or closes a broken connection; the next batch takes a fresh one.
+            held = self._conns.pop(slot, None)
+            if held is not None:
+                with contextlib.suppress(Exception):  # the batch's own error is the one to tell
+                    await self._pool.release(held)
+            raise
         log.debug("committed %d events in %.1f ms", len(events),
                   (time.perf_counter() - started) * 1000)
         return new_keys

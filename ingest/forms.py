@@ -3,7 +3,8 @@ with a 4xx before it reaches the event store."""
 
 from __future__ import annotations
 
-import functools
+import json
+from typing import Any, NoReturn
 from urllib.parse import unquote_plus
 
 from schema.events import PayloadValue
@@ -21,24 +22,26 @@ class BadRequest(ValueError):
         self.extra = extra or {}
 
 
-_REMEMBERED_LEN = 64  # phone numbers, SIDs, statuses; never a message body
-
-
-@functools.lru_cache(maxsize=4096)
-def _unquote_short(text: str) -> str:
-    return unquote_plus(text, errors="strict")
+_REMEMBERED_LEN = 64     # phone numbers, SIDs, statuses; never a message body
+_REMEMBERED_MAX = 4096   # values: at most 4096 × 64 characters
+_remembered: dict[str, str] = {}
 
 
 def _unquote_plus(text: str) -> str:
     """``unquote_plus(text, errors="strict")``, remembered for short values: Twilio sends the
     same sender and recipient numbers (``%2B1...``) over and over, and unquoting is the
-    costliest step of parsing. Only short values, because this runs before the signature is
-    checked: a stranger's large values must not fill memory (the cache holds at most
-    4096 × 64 characters). A value that fails to decode raises every time (errors are not
-    cached)."""
+    costliest step of parsing. Only short values, and only so many, because this runs before
+    the signature is checked: a stranger's values must not fill memory (when full, the memory
+    starts over). A value that fails to decode raises every time (errors are not kept)."""
+    known = _remembered.get(text)
+    if known is not None:
+        return known
+    plain = unquote_plus(text, errors="strict")
     if len(text) <= _REMEMBERED_LEN:
-        return _unquote_short(text)
-    return unquote_plus(text, errors="strict")
+        if len(_remembered) >= _REMEMBERED_MAX:
+            _remembered.clear()
+        _remembered[text] = plain
+    return plain
 
 
 def parse_pairs(text: str) -> list[tuple[str, str]]:
@@ -61,22 +64,40 @@ def parse_pairs(text: str) -> list[tuple[str, str]]:
 def parse_form(body: bytes) -> dict[str, PayloadValue]:
     """``body`` → fields by name; a repeated name keeps all its values, as a list. NUL bytes
     (raw or percent-encoded) and invalid UTF-8 are refused: PostgreSQL's jsonb cannot hold the
-    first, and the second cannot be what Twilio signed."""
+    first, and the second cannot be what Twilio signed.
+
+    The usual form (no name twice) is read in one pass, as ``dict(parse_pairs(text))`` would
+    read it; the first repeated name sends the body to ``parse_pairs`` instead."""
     if b"\x00" in body:
         raise BadRequest(400, "nul_byte", "the body contains a NUL byte")
     try:
         text = body.decode("utf-8")
-        pairs = parse_pairs(text)
+        fields: dict[str, PayloadValue] = {}
+        for field in text.split("&"):
+            if not field:
+                continue
+            name, _, value = field.partition("=")
+            if "%" in field or "+" in field:
+                if "%" in name or "+" in name:
+                    name = _unquote_plus(name)
+                if "%" in value or "+" in value:
+                    value = _unquote_plus(value)
+            if name in fields:
+                fields = _with_repeats(parse_pairs(text))
+                break
+            fields[name] = value
     except UnicodeDecodeError:
         raise BadRequest(400, "invalid_utf8", "the body is not valid UTF-8") from None
     # Unquoting makes a NUL only from the escape "%00" (it is single-pass), so only a body that
     # holds one needs the check field by field.
-    if "%00" in text and any("\x00" in name or "\x00" in value for name, value in pairs):
+    if "%00" in text and any("\x00" in name or "\x00" in value
+                             for name, value in parse_pairs(text)):
         raise BadRequest(400, "nul_byte", "a form field contains a NUL byte")
-    fields: dict[str, PayloadValue] = dict(pairs)
-    if len(fields) == len(pairs):  # no name twice: the usual form
-        return fields
-    fields = {}
+    return fields
+
+
+def _with_repeats(pairs: list[tuple[str, str]]) -> dict[str, PayloadValue]:
+    fields: dict[str, PayloadValue] = {}
     for name, value in pairs:
         if name in fields:
             previous = fields[name]
@@ -106,3 +127,21 @@ def check_storable(value: object, where: str = "body") -> None:
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
+
+
+def _not_json(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+def load_json(body: bytes) -> Any:
+    """A request's JSON body, strictly: UTF-8 JSON as RFC 8259 defines it (no ``NaN`` or
+    ``Infinity``, which JSON does not have and jsonb cannot hold) whose every string can be
+    stored; 400 otherwise."""
+    if b"\x00" in body:
+        raise BadRequest(400, "nul_byte", "the body contains a NUL byte")
+    try:
+        data = json.loads(body.decode("utf-8"), parse_constant=_not_json)
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest(400, "invalid_json", "the body is not valid JSON") from None
+    check_storable(data)
+    return data

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import time
 import uuid
@@ -23,7 +22,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
 from ingest.append import OUTAGE_ERRORS, StoreUnavailable
-from ingest.forms import BadRequest, check_storable
+from ingest.forms import BadRequest, load_json
 from ingest.ops import POOL
 from ingest.webhooks import API_MAX_BODY_BYTES, APPENDER, SETTINGS, read_body
 from schema import events, store
@@ -52,13 +51,7 @@ def require_api_key(request: web.Request) -> None:
 
 async def json_body(request: web.Request) -> Any:
     require_api_key(request)
-    raw = await read_body(request, "application/json", API_MAX_BODY_BYTES)
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
-        raise BadRequest(400, "invalid_json", "the body is not valid JSON") from None
-    check_storable(data)
-    return data
+    return load_json(await read_body(request, "application/json", API_MAX_BODY_BYTES))
 
 
 def _field(obj: Any, name: str, *, where: str = "") -> Any:

@@ -171,7 +171,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("batch_max", "SMSLEDGER_BATCH_MAX", "2000",
             "Most events written in one group-commit transaction.", _positive_int),
     Setting("db_pool_size", "SMSLEDGER_DB_POOL_SIZE", "4",
-            "PostgreSQL connections the ingester holds.", _positive_int),
+            "PostgreSQL connections the ingester holds at most (at least 3: the two "
+            "group-commit flushers keep one each).", _positive_int),
     Setting("db_timeout_s", "SMSLEDGER_DB_TIMEOUT_S", "5",
             "Seconds a group commit may take before its requests get 503.", _positive_float),
     Setting("help_reply", "SMSLEDGER_HELP_REPLY", "",

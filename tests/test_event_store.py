@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import asyncpg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schema import store
-from schema.events import Event, EventType, Source
+from schema.events import Event, EventType, Source, as_json_rows
 from schema.migrate import Migration, MigrationError, load_migrations, migrate
 
 
@@ -111,6 +113,53 @@ async def test_reader_never_passes_an_uncommitted_event(db_url: str) -> None:
     finally:
         for conn in (slow, fast, reader):
             await conn.close()
+
+
+async def test_what_the_fast_encoder_refuses_is_still_stored_exactly(
+        db: asyncpg.Connection) -> None:
+    """orjson takes no integer over 64 bits: such a batch goes through the standard library's
+    encoder and every value, the huge one and the times included, arrives unchanged."""
+    huge = 2**70 + 1
+    evs = [event("big", payload={"n": huge, "text": "ok"}), event("small")]
+    assert await store.append(db, evs) == {"big", "small"}
+    rows = await db.fetch("SELECT payload, occurred_at FROM events ORDER BY position")
+    assert json.loads(rows[0]["payload"]) == {"n": huge, "text": "ok"}
+    assert [r["occurred_at"] for r in rows] == [e.occurred_at for e in evs]
+
+
+def _stdlib_rows(evs: list[Event]) -> object:
+    """The batch as the standard library's encoder writes it (the reference)."""
+    def when(value: datetime) -> str:
+        return value.isoformat() + ("" if value.tzinfo else "+00:00")
+    return json.loads(json.dumps(
+        [[e.idempotency_key, e.type, e.version, e.source, e.message_sid, e.phone, e.status,
+          e.error_code, when(e.occurred_at), when(e.received_at), e.payload] for e in evs],
+        ensure_ascii=False))
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8)
+_offsets = st.sampled_from([None, UTC, timezone(timedelta(hours=-7)),
+                            timezone(timedelta(hours=5, minutes=45))])
+
+
+@settings(max_examples=300, deadline=None)
+@given(payload=st.dictionaries(st.text(), _json_values, max_size=4),
+       moment=st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1)),
+       offset=_offsets, code=st.none() | st.integers(0, 2**31 - 1), text=st.text())
+def test_the_batch_encoding_says_what_the_standard_library_says(
+        payload: dict[str, object], moment: datetime, offset: timezone | None,
+        code: int | None, text: str) -> None:
+    """Whichever encoder writes the batch (orjson, or the standard library for what orjson
+    refuses), the JSON means exactly what the standard library's would: every value and every
+    time, to the microsecond and with its offset."""
+    when = moment.replace(tzinfo=offset)
+    evs = [event(text or "k", payload=payload, occurred_at=when, received_at=when,
+                 error_code=code, phone=text or None),
+           event("other", occurred_at=when)]
+    assert json.loads(as_json_rows(evs)) == _stdlib_rows(evs)
 
 
 async def test_every_column_round_trips_through_the_batch_encoding(

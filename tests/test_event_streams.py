@@ -72,4 +72,8 @@ async def test_event_stream_signature_and_bad_input(ingest: Client,
     assert await post_events(ingest, [{"id": "x"}]) == 400
     assert await post_events(ingest, [cloud(1, "message.sent", messageSid="")]) == 400
     assert await post_events(ingest, ["not an object"]) == 400
+    # NaN and Infinity are not JSON (jsonb cannot hold them): refused at the door, not
+    # stored as something else.
+    assert await post_events(ingest, [cloud(1, "message.sent", price=float("nan"))]) == 400
+    assert await post_events(ingest, [cloud(1, "message.sent", price=float("-inf"))]) == 400
     assert await db.fetchval("SELECT count(*) FROM events") == 0

@@ -137,3 +137,38 @@ async def test_an_unstorable_spooled_event_is_set_aside_not_retried_forever(
     kept, _ = read_segment(spool.directory / "rejected.log")
     assert [e.idempotency_key for e in kept] == ["bad"]
     assert not spool.segments()
+
+
+async def test_flushers_keep_their_connections_and_replace_a_broken_one(
+        settings: Settings, db: asyncpg.Connection) -> None:
+    """Each flusher keeps its connection between commits; when PostgreSQL drops it, that batch
+    goes to the spool (acknowledged, never lost), the next one takes a fresh connection, and
+    the spooled event reaches PostgreSQL. Even with SMSLEDGER_DB_POOL_SIZE=1 the pool leaves a
+    connection for everything else (readiness)."""
+    tiny = dataclasses.replace(settings, db_pool_size=1)
+    app = create_app(tiny)
+    async with TestClient(TestServer(app)) as client:
+        from ingest.webhooks import APPENDER
+        appender = app[APPENDER]
+        for i in range(3):
+            status, _ = await post_signed(client, "/twilio/status",
+                                          status_form(f"SM{i:032d}", "sent"))
+            assert status == 200
+        assert 1 <= appender.connections_held <= 2
+        ready = await (await client.get("/readyz")).json()
+        assert ready["status"] == "ready"
+        terminated = await db.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        assert terminated >= appender.connections_held
+        for i in range(3, 9):     # the first of these may meet a dead connection
+            status, _ = await post_signed(client, "/twilio/status",
+                                          status_form(f"SM{i:032d}", "sent"))
+            assert status == 200
+        for _ in range(100):      # spooled ones are replayed within seconds
+            if await db.fetchval("SELECT count(*) FROM events") == 9:
+                break
+            await asyncio.sleep(0.1)
+        assert appender.connections_held >= 1
+    stored = {r[0] for r in await db.fetch("SELECT message_sid FROM events")}
+    assert stored == {f"SM{i:032d}" for i in range(9)}

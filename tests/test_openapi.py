@@ -192,3 +192,31 @@ def test_fast_form_parser_equals_parse_qsl(text: str) -> None:
     except UnicodeDecodeError:
         got = UnicodeDecodeError
     assert got == expected
+
+
+@settings(max_examples=1000, deadline=None)
+@given(text=st.lists(st.sampled_from(list("ab=&%+2B4F0x é\u00ff") +
+                                    ["%2", "%zz", "%C3%A9", "%FF", "%2B", "==", "%00"]),
+                    max_size=25).map("".join))
+def test_form_fields_are_parse_qsl_by_name(text: str) -> None:
+    """``parse_form``'s one-pass reading gives what ``parse_qsl`` gives, grouped by name (a
+    repeated name keeps every value, in order), and refuses what cannot be stored."""
+    from urllib.parse import parse_qsl
+
+    from ingest.forms import BadRequest, parse_form
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, errors="strict")
+        expected: Any = {}
+        for name, value in pairs:
+            expected.setdefault(name, []).append(value)
+        expected = {name: values[0] if len(values) == 1 else values
+                    for name, values in expected.items()}
+        if any("\x00" in name or "\x00" in value for name, value in pairs):
+            expected = "nul_byte"
+    except UnicodeDecodeError:
+        expected = "invalid_utf8"
+    try:
+        got: Any = parse_form(text.encode())
+    except BadRequest as exc:
+        got = exc.reason
+    assert got == expected

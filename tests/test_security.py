@@ -93,11 +93,13 @@ def test_unsigned_large_values_are_not_remembered_by_the_form_parser() -> None:
 
     from ingest import forms
 
-    forms._unquote_short.cache_clear()
+    forms._remembered.clear()
     for i in range(50):
         big = quote_plus(f"+{i}" + "é" * 5000)
         fields = forms.parse_form(f"MessageSid=SM{i}&Body={big}&To=%2B14155550123".encode())
         assert fields["Body"] == f"+{i}" + "é" * 5000
         assert fields["To"] == "+14155550123"
-    remembered = forms._unquote_short.cache_info()
-    assert remembered.currsize == 1 and remembered.hits == 49   # only "%2B14155550123"
+    assert forms._remembered == {"%2B14155550123": "+14155550123"}
+    for i in range(2 * forms._REMEMBERED_MAX):   # many distinct short values: bounded
+        forms.parse_form(f"To=%2B1415555{i:04d}".encode())
+    assert 0 < len(forms._remembered) <= forms._REMEMBERED_MAX

@@ -19,7 +19,7 @@ urls = st.builds(lambda scheme, host, port, path: f"{scheme}://{host}{port}/{pat
 
 
 @settings(max_examples=300, deadline=None)
-@given(token=st.text(min_size=1, max_size=40).filter(lambda t: "\x00" not in t), url=urls,
+@given(token=st.text(min_size=1, max_size=100).filter(lambda t: "\x00" not in t), url=urls,
        params=st.dictionaries(text, text, max_size=8),
        algorithm=st.sampled_from(["HMAC_SHA1", "HMAC_SHA256"]))
 def test_signature_equals_twilio_compute_signature(token: str, url: str,
@@ -44,6 +44,15 @@ def test_repeated_parameters_sign_like_twilio(params: dict[str, list[str]]) -> N
     url = "https://sms.example.com/twilio/inbound"
     expected = RequestValidator("tok").compute_signature(url, MultiDict(params))
     assert WebhookSigner(Secret("tok")).sign(url, params) == expected
+
+
+def test_long_and_short_tokens_sign_like_twilio() -> None:
+    """Keys longer than the hash block (64 bytes) are hashed first, as HMAC requires."""
+    url, params = "https://sms.example.com/twilio/status", {"MessageSid": "SM1", "A": "b"}
+    for token in ["t", "x" * 64, "y" * 65, "é" * 40, "0123456789abcdef" * 2]:
+        for algorithm in ["HMAC_SHA1", "HMAC_SHA256"]:
+            expected = RequestValidator(token).compute_signature(url, params, algorithm)
+            assert WebhookSigner(Secret(token)).sign(url, params, algorithm) == expected
 
 
 def test_port_variants_and_tampering() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 
 import asyncpg
 from aiohttp.test_utils import TestClient
@@ -185,3 +186,29 @@ async def test_health_ready_and_metrics(ingest: Client) -> None:
                  "smsledger_requests_rejected_total", "smsledger_commit_batch_events_bucket",
                  "smsledger_ack_latency_seconds_bucket"]:
         assert name in text
+
+
+async def test_a_body_that_arrives_in_pieces_is_read_whole(ingest: Client,
+                                                           db: asyncpg.Connection) -> None:
+    """Most webhooks arrive whole with their headers; one that trickles in (chunked, with
+    pauses) is read to its end before the signature is checked; a Content-Type with a charset
+    is the same form; a trickling body over the limit is still 413."""
+    from urllib.parse import urlencode
+
+    form = status_form("SM" + "5" * 32, "delivered")
+    body = urlencode(form).encode()
+
+    async def trickle(data: bytes, pieces: int = 4) -> AsyncIterator[bytes]:
+        step = len(data) // pieces + 1
+        for start in range(0, len(data), step):
+            await asyncio.sleep(0.05)
+            yield data[start:start + step]
+
+    headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+               "X-Twilio-Signature": sign("/twilio/status", form)}
+    async with ingest.post("/twilio/status", data=trickle(body), headers=headers) as resp:
+        assert resp.status == 200
+    too_big = b"Body=" + b"x" * 70_000
+    async with ingest.post("/twilio/status", data=trickle(too_big, 8), headers=headers) as resp:
+        assert resp.status == 413
+    assert [r[0] for r in await db.fetch("SELECT message_sid FROM events")] == ["SM" + "5" * 32]
