@@ -11,12 +11,11 @@ Every builder takes the fields exactly as the source sent them and keeps all of 
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -65,8 +64,9 @@ TERMINAL_STATUSES = frozenset(
     {"delivered", "undelivered", "failed", "read", "canceled", "received"})
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
+    """One fact, as stored: a frozen record (a named tuple: every webhook builds one, and it
+    costs less than half of a frozen dataclass to make)."""
     type: EventType
     idempotency_key: str
     source: Source
@@ -360,7 +360,7 @@ def cloud_event(event: Any, *, received_at: datetime | None = None) -> list[Even
                                          "From": str(data.get("from", "")),
                 "To": str(data.get("to", "")), "Body": str(data.get("body", ""))}
         evs = inbound_message(form, received_at=now)
-        return [dataclasses.replace(e, source=Source.EVENT_STREAM, occurred_at=when,
+        return [e._replace(source=Source.EVENT_STREAM, occurred_at=when,
                                     payload={**payload, **e.payload} if i else payload)
                 for i, e in enumerate(evs)]
     if not ce_type.startswith(CLOUD_STATUS_PREFIX):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +21,7 @@ OUR = "+15005550006"
 
 
 def at(event: Event, when: datetime) -> Event:
-    return dataclasses.replace(event, occurred_at=when, received_at=when)
+    return event._replace(occurred_at=when, received_at=when)
 
 
 def sent(sid: str, to: str, when: datetime, category: str = "otp") -> Event:

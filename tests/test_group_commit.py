@@ -102,7 +102,7 @@ async def test_unstorable_content_costs_only_its_own_request(
     appender.start()
     try:
         good = [status(f"SM{i:032x}", "+14155550123", "sent", T0) for i in range(3)]
-        bad = dataclasses.replace(good[0], idempotency_key="bad", payload={"x": "nul\x00"})
+        bad = good[0]._replace(idempotency_key="bad", payload={"x": "nul\x00"})
         results = await asyncio.gather(*(appender.append([e]) for e in [good[0], bad, *good[1:]]),
                                        return_exceptions=True)
         assert isinstance(results[1], Unstorable)
@@ -124,7 +124,7 @@ async def test_an_unstorable_spooled_event_is_set_aside_not_retried_forever(
 
     spool = Spool(settings.data_dir / "spool")
     good = status("SM" + "a" * 32, "+14155550123", "sent", T0)
-    bad = dataclasses.replace(good, idempotency_key="bad", payload={"x": "nul\x00"})
+    bad = good._replace(idempotency_key="bad", payload={"x": "nul\x00"})
     await spool.append([good, bad])
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1)
     appender = GroupCommitAppender(pool, IngestMetrics(), queue_size=10, batch_max=10,
