@@ -3,7 +3,8 @@
 (a) bare aiohttp handler (ceiling), (b) naive INSERT-per-request, (c) `smsledger serve`.
 The three run in turn, --rounds times (default 3): the ratios are taken within each round and
 the median round is reported, so that a slow spell of this shared machine (seen to move every
-server's figure by a quarter for a minute) lands on all three alike instead of on one.
+server's figure by a quarter or more for a minute) lands on all three alike instead of on one.
+Within a round, (a) and (c) run back to back, alternating which goes first; (b) runs last.
 Prints requests/s, p50/p99 and the ratios, and checks every 2xx is stored (unique sids).
 Bounded: --seconds per server and round (default 10), 64 connections, traffic to 127.0.0.1 only.
 """
@@ -119,6 +120,15 @@ async def fresh_database(server: devdb.Database, name: str) -> str:
     return url
 
 
+async def drop_databases(server: devdb.Database, names: list[str]) -> None:
+    conn = await asyncpg.connect(server.url)
+    try:
+        for name in names:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 async def checkpoint(url: str) -> None:
     """Start each server's run from a quiet PostgreSQL: the previous run's writes flushed, so
     no checkpoint of someone else's data lands in the middle of the next measurement."""
@@ -205,16 +215,23 @@ def main() -> None:
              True)]
     rounds: list[dict[str, dict[str, float]]] = []
     for round_no in range(1, args.rounds + 1):
+        # Fresh databases first, then a and c back to back (alternating which goes first), b
+        # last: the two servers whose ratio is the target see the machine in the same state.
+        dbs = {name: asyncio.run(fresh_database(server, f"smsledger_bench_{name[0]}"))
+               for name, _, _, uses_db in plan if uses_db}
+        order = [plan[0], plan[2]] if round_no % 2 else [plan[2], plan[0]]
         results = {}
-        for name, argv, port, uses_db in plan:
-            db_url = asyncio.run(fresh_database(server, "smsledger_bench")) if uses_db else None
+        for name, argv, port, _ in [*order, plan[1]]:
+            db_url = dbs.get(name)
             asyncio.run(checkpoint(server.url))
             env = dict(base_env, DATABASE_URL=db_url or "")
             results[name] = run_one(name, argv, env, port, wrk, lua, entries, args.seconds,
                                     args.connections, args.threads, db_url)
+        results = {name: results[name] for name, *_ in plan}
         rounds.append(results)
         report(results, f"round {round_no} of {args.rounds}", args)
     shutil.rmtree(work)
+    asyncio.run(drop_databases(server, ["smsledger_bench_b", "smsledger_bench_c"]))
     ranked = sorted(rounds, key=lambda r: r["c_smsledger"]["rps"] / r["a_bare"]["rps"])
     report(ranked[len(ranked) // 2], f"median round of {args.rounds} (by smsledger / bare)",
            args)
