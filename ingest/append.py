@@ -66,6 +66,8 @@ _Pending = tuple[Sequence[Event], "asyncio.Future[list[bool]]"]
 # Two flushers: while one batch waits for its commit, the next one is being written. Each keeps
 # one pool connection, so the pool needs at least one more for everything else.
 FLUSHERS = 2
+# A burst smaller than this is never split (see GroupCommitAppender.should_defer).
+SPLIT_MIN = 8
 
 
 class GroupCommitAppender:
@@ -95,6 +97,14 @@ class GroupCommitAppender:
         # giving it back cost a task and several calls per commit); it goes back to the pool
         # only when a write fails, or at stop.
         self._conns: dict[int, asyncpg.pool.PoolConnectionProxy] = {}
+        # Splitting bursts (should_defer): flushers waiting for work, whether a request has
+        # deferred its work this turn, and the most requests queued or committing at once in
+        # this second and the one before.
+        self._idle_flushers = 0
+        self._deferring = False
+        self._load_peak = 0
+        self._load_prev = 0
+        self._load_until = 0.0
 
     def append(self, events: Sequence[Event]) -> asyncio.Future[list[bool]]:
         """Queue ``events`` for the next commit; await the answer: for each event, True if new,
@@ -110,7 +120,30 @@ class GroupCommitAppender:
         future: asyncio.Future[list[bool]] = self._loop.create_future()
         self._waiting.append((events, future))
         self._wakeup.set()
+        load = len(self._waiting) + self._in_flight
+        if load > self._load_peak:
+            self._load_peak = load
         return future
+
+    def should_defer(self) -> bool:
+        """True when the calling request should let one loop turn pass before its work.
+
+        Requests come in bursts: the answers of one commit go out together and their senders'
+        next requests come back together, all read in one loop turn. Appended in one go, a burst
+        is one commit, and the ingester idles while PostgreSQL writes it. When half of the load
+        seen lately is already queued and a flusher is waiting, the rest of the burst steps
+        aside for one turn: the flusher sends the first half to PostgreSQL first, and the second
+        half is parsed and checked while the first is being committed."""
+        queued = len(self._waiting)
+        if queued < SPLIT_MIN or not self._idle_flushers:
+            return False
+        now = self._loop.time()
+        if now >= self._load_until:
+            self._load_prev, self._load_peak, self._load_until = self._load_peak, 0, now + 1.0
+        if queued * 2 >= max(self._load_peak, self._load_prev):
+            self._deferring = True
+            return True
+        return False
 
     @property
     def queued(self) -> int:
@@ -192,6 +225,11 @@ class GroupCommitAppender:
                 future.set_exception(StoreUnavailable("the ingester is shutting down"))
 
     @property
+    def flushers_running(self) -> int:
+        """Flusher tasks alive (each outlives any one batch)."""
+        return sum(1 for task in self._tasks[:self._flushers] if not task.done())
+
+    @property
     def connections_held(self) -> int:
         """Connections the flushers keep between batches (at most one each)."""
         return len(self._conns)
@@ -200,33 +238,46 @@ class GroupCommitAppender:
         waiting = self._waiting
         while True:
             if not waiting:
-                while not waiting:
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
-                # Woken by the first request of a new batch: let one turn of the event loop
-                # pass first, so that the requests being read in this same turn join it. Under
-                # load batches grow about twofold and PostgreSQL's CPU per event falls by about
-                # a sixth; a lone request waits one loop turn (microseconds).
-                await asyncio.sleep(0)
+                self._idle_flushers += 1
+                try:
+                    while not waiting:
+                        self._wakeup.clear()
+                        await self._wakeup.wait()
+                finally:
+                    self._idle_flushers -= 1
+                if self._deferring:
+                    # The rest of a burst stepped aside (should_defer): take what is queued now.
+                    self._deferring = False
+                else:
+                    # Woken by the first request of a new batch: let one turn of the event
+                    # loop pass first, so that the requests being read in this same turn join
+                    # it (fewer, larger commits: less PostgreSQL CPU per event); a lone request
+                    # waits one loop turn (microseconds).
+                    await asyncio.sleep(0)
+                if not waiting:  # every idle flusher wakes: another one took them all
+                    continue
             batch = [waiting.popleft()]
             size = len(batch[0][0])
             while size < self._batch_max and waiting:
                 item = waiting.popleft()
                 batch.append(item)
                 size += len(item[0])
-            self._in_flight += len(batch)
-            try:
-                await self._flush(batch, slot)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 (the flusher must outlive any one batch)
-                log.exception("group commit failed unexpectedly; its requests get 503")
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(StoreUnavailable("unexpected failure"))
-            finally:
-                self._in_flight -= len(batch)
-                self._batch_done.set()
+            await self._commit(batch, slot)
+
+    async def _commit(self, batch: list[_Pending], slot: int) -> None:
+        self._in_flight += len(batch)
+        try:
+            await self._flush(batch, slot)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 (the flusher must outlive any one batch)
+            log.exception("group commit failed unexpectedly; its requests get 503")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(StoreUnavailable("unexpected failure"))
+        finally:
+            self._in_flight -= len(batch)
+            self._batch_done.set()
 
     async def _flush(self, batch: list[_Pending], slot: int) -> None:
         events = [e for evs, _ in batch for e in evs]

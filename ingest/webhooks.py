@@ -8,6 +8,7 @@ are its events appended, and the answer goes out after they are durable.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 from typing import Any
@@ -125,12 +126,15 @@ async def signed_json(request: web.Request) -> Any:
 
 
 async def status_callback(request: web.Request) -> web.Response:
+    appender = request.app[APPENDER]
+    if appender.should_defer():  # half a burst is queued: let it go to PostgreSQL first
+        await asyncio.sleep(0)
     fields = await signed_form(request)
     try:
         event = events.status_callback(fields)
     except InvalidEvent as exc:
         raise BadRequest(400, "missing_field", str(exc)) from None
-    await request.app[APPENDER].append([event])
+    await appender.append([event])
     return web.Response(status=200)
 
 
@@ -152,6 +156,8 @@ async def event_stream(request: web.Request) -> web.Response:
 
 
 async def inbound_message(request: web.Request) -> web.Response:
+    if request.app[APPENDER].should_defer():  # as in status_callback
+        await asyncio.sleep(0)
     fields = await signed_form(request)
     try:
         evs = events.inbound_message(fields)

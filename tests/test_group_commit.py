@@ -179,3 +179,56 @@ async def test_flushers_keep_their_connections_and_replace_a_broken_one(
         assert appender.connections_held >= 1   # committed directly, on a fresh connection
     stored = {r[0] for r in await db.fetch("SELECT message_sid FROM events")}
     assert stored == {f"SM{i:032d}" for i in range(10)}
+
+
+async def test_every_flusher_outlives_a_burst(settings: Settings, db: asyncpg.Connection) -> None:
+    """Bursts wake every idle flusher at once; the one that finds the queue already taken goes
+    back to waiting (it must not fail on the empty queue and leave fewer flushers)."""
+    app = create_app(settings)
+    async with TestClient(TestServer(app)) as client:
+        from ingest.webhooks import APPENDER
+        appender = app[APPENDER]
+        for burst in range(3):
+            results = await asyncio.gather(*(
+                post_signed(client, "/twilio/status", status_form(f"SM{burst}{i:031d}", "sent"))
+                for i in range(30)))
+            assert all(status == 200 for status, _ in results)
+            await asyncio.sleep(0.05)
+        assert appender.flushers_running == 2
+    assert await db.fetchval("SELECT count(*) FROM events") == 90
+
+
+async def test_a_burst_is_split_so_its_first_half_commits_first(
+        settings: Settings, db: asyncpg.Connection) -> None:
+    """With flushers waiting and half of the recent load queued, further requests step aside
+    for one loop turn (should_defer); the queued half is committed on its own, then the rest,
+    and every request is answered and stored."""
+    from ingest.append import SPLIT_MIN, GroupCommitAppender
+    from ingest.metrics import IngestMetrics
+    from tests.factory import T0, status
+
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=3)
+    metrics = IngestMetrics()
+    appender = GroupCommitAppender(pool, metrics, queue_size=100, batch_max=100, timeout_s=5)
+    appender.start()
+    try:
+        await asyncio.sleep(0.05)                   # both flushers waiting for work
+        assert not appender.should_defer()          # nothing queued: never
+        first = [appender.append([status(f"SM{i:032x}", "+14155550123", "sent", T0)])
+                 for i in range(SPLIT_MIN - 1)]
+        assert not appender.should_defer()          # fewer than SPLIT_MIN queued: never
+        first += [appender.append([status(f"SM{i:032x}", "+14155550123", "sent", T0)])
+                  for i in range(SPLIT_MIN - 1, 2 * SPLIT_MIN)]  # a burst's first half
+        assert appender.should_defer()              # so the second half steps aside
+
+        async def late(i: int) -> list[bool]:
+            await asyncio.sleep(0)                  # what a deferred request does
+            return await appender.append([status(f"SM{i:032x}", "+14155550123", "sent", T0)])
+
+        second = [asyncio.create_task(late(i)) for i in range(2 * SPLIT_MIN, 4 * SPLIT_MIN)]
+        assert await asyncio.gather(*first, *second) == [[True]] * (4 * SPLIT_MIN)
+    finally:
+        await appender.stop()
+        await pool.close()
+    assert metrics.batch_size.count == 2            # the first half alone, then the rest
+    assert await db.fetchval("SELECT count(*) FROM events") == 4 * SPLIT_MIN
