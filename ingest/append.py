@@ -374,8 +374,7 @@ class GroupCommitAppender:
             # task per batch, as wait_for and the pool's own acquire timeout would create).
             async with asyncio.timeout(self._timeout_s):
                 if conn is None or conn.is_closed():
-                    if conn is not None:   # closed by the server while kept: give it back
-                        await self._pool.release(self._conns.pop(slot))
+                    await self._give_back(slot)  # closed by the server while kept
                     conn = self._conns[slot] = await self._pool.acquire()
                 # One statement in autocommit is one transaction: the whole batch commits or
                 # none of it does, without the two extra round trips of BEGIN and COMMIT.
@@ -384,11 +383,15 @@ class GroupCommitAppender:
             # Whatever went wrong (an outage, a timeout mid-statement, refused content,
             # shutdown), the connection goes back to the pool, which rolls back, waits out a
             # cancelled statement or closes a broken connection; the next batch takes a fresh one.
-            held = self._conns.pop(slot, None)
-            if held is not None:
-                with contextlib.suppress(Exception):  # the batch's own error is the one to tell
-                    await self._pool.release(held)
+            await self._give_back(slot)
             raise
         log.debug("committed %d events in %.1f ms", len(events),
                   (time.perf_counter() - started) * 1000)
         return new_keys
+
+    async def _give_back(self, slot: int) -> None:
+        """Return the connection ``slot``'s flusher keeps, if any, to the pool."""
+        held = self._conns.pop(slot, None)
+        if held is not None:
+            with contextlib.suppress(Exception):  # the batch's own error is the one to tell
+                await self._pool.release(held)

@@ -70,8 +70,11 @@ def body_here(request: web.Request, content_type: str, limit: int) -> bytes | No
 async def read_body(request: web.Request, content_type: str, limit: int) -> bytes:
     """The raw body, once its type and size are right (415, 413 otherwise)."""
     body = body_here(request, content_type, limit)
-    if body is not None:
-        return body
+    return body if body is not None else await _read_rest(request, limit)
+
+
+async def _read_rest(request: web.Request, limit: int) -> bytes:
+    """The body that ``body_here`` found still arriving (its type already checked)."""
     declared = request.content_length
     if declared is not None and declared > limit:
         raise BadRequest(413, "too_large",
@@ -90,8 +93,8 @@ async def signed_form(request: web.Request) -> dict[str, PayloadValue]:
     app = request.app  # looked up once: every request passes here
     settings = app[SETTINGS]
     body = body_here(request, FORM_TYPE, settings.max_body_bytes)
-    if body is None:
-        body = await read_body(request, FORM_TYPE, settings.max_body_bytes)
+    if body is None:  # read_body, without a coroutine frame for the usual whole body
+        body = await _read_rest(request, settings.max_body_bytes)
     fields = parse_form(body)
     headers = request.headers
     signature = headers.get(SIGNATURE_HEADER, "")
@@ -156,14 +159,15 @@ async def event_stream(request: web.Request) -> web.Response:
 
 
 async def inbound_message(request: web.Request) -> web.Response:
-    if request.app[APPENDER].should_defer():  # as in status_callback
+    appender = request.app[APPENDER]
+    if appender.should_defer():  # as in status_callback
         await asyncio.sleep(0)
     fields = await signed_form(request)
     try:
         evs = events.inbound_message(fields)
     except InvalidEvent as exc:
         raise BadRequest(400, "missing_field", str(exc)) from None
-    await request.app[APPENDER].append(evs)
+    await appender.append(evs)
     settings = request.app[SETTINGS]
     replies = {EventType.CONTACT_OPTED_OUT: settings.opt_out_reply,
                EventType.CONTACT_OPTED_IN: settings.opt_in_reply,

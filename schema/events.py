@@ -361,7 +361,7 @@ def cloud_event(event: Any, *, received_at: datetime | None = None) -> list[Even
                 "To": str(data.get("to", "")), "Body": str(data.get("body", ""))}
         evs = inbound_message(form, received_at=now)
         return [e._replace(source=Source.EVENT_STREAM, occurred_at=when,
-                                    payload={**payload, **e.payload} if i else payload)
+                           payload={**payload, **e.payload} if i else payload)
                 for i, e in enumerate(evs)]
     if not ce_type.startswith(CLOUD_STATUS_PREFIX):
         return []
