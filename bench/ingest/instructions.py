@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import subprocess
@@ -44,25 +43,15 @@ def measure(name: str, argv: list[str], env: dict[str, str], work: Path, wrk: st
                              *argv], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 180
-        while True:  # starting under callgrind takes a while
-            try:
-                bench.wait_up(PORT, proc)
-                break
-            except RuntimeError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise
-        wrk_env = dict(os.environ, BENCH_ENTRIES=str(work / "entries.txt"), BENCH_THREADS="1")
-        load = [wrk, "-t1", f"-c{connections}", "--timeout", "30s", "-s",
-                str(work / "status.lua"), f"http://127.0.0.1:{PORT}/twilio/status"]
-        subprocess.run([*load[:3], "-d3s", *load[3:]], env=wrk_env, capture_output=True,
-                       check=True, timeout=120)  # warm-up, not counted
+        bench.wait_up(PORT, proc, within_s=180)  # starting under callgrind takes a while
+        lua, entries = work / "status.lua", work / "entries.txt"
+        bench.load(wrk, PORT, lua, entries, 3, connections, 1, timeout_s=30,
+                   deadline_s=120)  # warm-up, not counted
         time.sleep(2)
         subprocess.run(["callgrind_control", "--zero", str(proc.pid)], check=True,
                        capture_output=True)
-        text = subprocess.run([*load[:3], f"-d{seconds}s", *load[3:]], env=wrk_env,
-                              capture_output=True, text=True, check=True,
-                              timeout=seconds + 120).stdout
+        result = bench.load(wrk, PORT, lua, entries, seconds, connections, 1, timeout_s=30,
+                            deadline_s=seconds + 120)
         time.sleep(3)  # the last answers leave
         subprocess.run(["callgrind_control", "--dump", str(proc.pid)], check=True,
                        capture_output=True)
@@ -70,8 +59,6 @@ def measure(name: str, argv: list[str], env: dict[str, str], work: Path, wrk: st
     finally:
         proc.terminate()
         proc.wait(timeout=120)
-    result = json.loads(next(ln for ln in text.splitlines()
-                             if ln.startswith("RESULT "))[len("RESULT "):])
     dumps = sorted(work.glob(f"callgrind.{name}.*"))  # the --dump file: counted from --zero
     if not dumps:
         raise RuntimeError(f"callgrind wrote no dump for {name}")

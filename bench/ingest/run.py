@@ -147,8 +147,8 @@ async def stored(url: str) -> int:
         await conn.close()
 
 
-def wait_up(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
+def wait_up(port: int, proc: subprocess.Popen[bytes], within_s: float = 30) -> None:
+    deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
@@ -162,20 +162,31 @@ def wait_up(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("server did not start")
 
 
+def load(wrk: str, port: int, lua: Path, entries: Path, seconds: int, connections: int,
+         threads: int, *, timeout_s: int, deadline_s: int) -> dict[str, float]:
+    """Signed status callbacks from wrk to 127.0.0.1:``port`` for ``seconds`` (a request
+    unanswered after ``timeout_s`` counts as an error; wrk itself is stopped after
+    ``deadline_s``); the Lua script's RESULT line (requests, 2xx, others, errors, seconds,
+    p50/p99 ms)."""
+    wrk_env = dict(os.environ, BENCH_ENTRIES=str(entries), BENCH_THREADS=str(threads))
+    out = subprocess.run(
+        [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
+         "--timeout", f"{timeout_s}s", "-s", str(lua), f"http://127.0.0.1:{port}/twilio/status"],
+        env=wrk_env, capture_output=True, text=True, check=True, timeout=deadline_s).stdout
+    line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))
+    result: dict[str, float] = json.loads(line[len("RESULT "):])
+    return result
+
+
 def run_one(name: str, argv: list[str], env: dict[str, str], port: int, wrk: str,
             lua: Path, entries: Path, seconds: int, connections: int, threads: int,
             db_url: str | None) -> dict[str, float]:
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
     try:
         wait_up(port, proc)
-        # Warm up the server (and the JIT-less paths) briefly, then measure.
-        wrk_env = dict(os.environ, BENCH_ENTRIES=str(entries), BENCH_THREADS=str(threads))
-        out = subprocess.run(
-            [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
-             "--timeout", "10s", "-s", str(lua), f"http://127.0.0.1:{port}/twilio/status"],
-            env=wrk_env, capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
-        line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))
-        result: dict[str, float] = json.loads(line[len("RESULT "):])
+        # Measured from the first request: every server starts as cold as the others.
+        result = load(wrk, port, lua, entries, seconds, connections, threads, timeout_s=10,
+                      deadline_s=seconds + 60)
         result["rps"] = result["ok"] / result["seconds"]
         time.sleep(0.5)  # let in-flight requests finish before counting rows
         result["stored"] = asyncio.run(stored(db_url)) if db_url else float("nan")
