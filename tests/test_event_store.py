@@ -74,6 +74,26 @@ async def test_a_new_migration_is_applied_once(db: asyncpg.Connection) -> None:
     assert await db.fetchval("SELECT to_regclass('test_extra')::text") == "test_extra"
 
 
+async def test_the_consent_lookup_has_an_index_of_contact_facts_only(
+        db: asyncpg.Connection) -> None:
+    phone = "+14155550177"
+    opted_out = event("out", type=EventType.CONTACT_OPTED_OUT, phone=phone,
+                      payload={"keyword": "STOP"}, status=None)
+    await store.append(db, [event(f"s{i}", phone=phone) for i in range(50)] + [opted_out])
+    await db.execute("ANALYZE events")
+    # The index holds the one contact fact, not the fifty status callbacks of the same phone.
+    entries = await db.fetchval("SELECT reltuples FROM pg_class "
+                                "WHERE relname = 'events_contact_phone'")
+    assert entries == 1
+    assert await db.fetchval("SELECT to_regclass('events_phone_type')") is None
+    await db.execute("SET enable_seqscan = off")  # a table this small would be read whole
+    plan = "\n".join(r[0] for r in await db.fetch("EXPLAIN " + store.sql("contact_state"),
+                                                    phone))
+    assert "events_contact_phone" in plan
+    block = await store.send_block(db, phone)
+    assert block is not None and (block.reason, block.detail) == ("opted_out", "STOP")
+
+
 async def test_duplicate_keys_insert_once(db: asyncpg.Connection) -> None:
     async with db.transaction():
         new = await store.append(db, [event("k1"), event("k1"), event("k2")])

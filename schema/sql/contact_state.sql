@@ -1,5 +1,5 @@
 -- The latest consent fact and the latest suppression fact for one phone number: the send path
--- refuses while the latest of either says "out". Served by events_phone_type.
+-- refuses while the latest of either says "out". Served by events_contact_phone.
 SELECT DISTINCT ON (kind) kind, type, received_at, payload::text AS payload
 FROM (
     SELECT CASE WHEN type IN ('contact.opted_out', 'contact.opted_in') THEN 'consent'
