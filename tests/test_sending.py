@@ -113,7 +113,9 @@ async def test_opt_out_loop(w: World) -> None:
     status, body = await w.send(phone)
     assert status == 201
     assert w.sim.stats.created == created + 1
-    types = [r["type"] for r in await w.events("phone = $1", phone)]
+    # The sent message's status callbacks may already be arriving (the simulator runs at a
+    # hundredth of Twilio's delays): they are not part of the loop.
+    types = [r["type"] for r in await w.events("phone = $1 AND type <> 'message.status'", phone)]
     assert types == ["message.inbound", "contact.opted_out", "message.refused",
                      "message.inbound", "contact.opted_in", "message.sent"]
 
