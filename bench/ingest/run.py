@@ -1,18 +1,23 @@
 """bench/ingest: signed status callbacks from wrk on loopback against three servers in one run.
 
 (a) bare aiohttp handler (ceiling), (b) naive INSERT-per-request, (c) `smsledger serve`.
-The three run in turn, --rounds times (default 3): the ratios are taken within each round and
-the median round is reported, so that a slow spell of this shared machine (seen to move every
-server's figure by a quarter or more for a minute) lands on all three alike instead of on one.
-Within a round, (a) and (c) run back to back, alternating which goes first; (b) runs last.
-Prints requests/s, p50/p99 and the ratios, and checks every 2xx is stored (unique sids).
-Bounded: --seconds per server and round (default 10), 64 connections, traffic to 127.0.0.1 only.
+This shared machine has slow spells that move every server's figure by half or more within
+seconds, so the three are not measured one after the other: all three stay up for a round, and
+wrk drives them in turn in short slices (--slice seconds; (a) and (c) back to back, alternating
+which goes first, (b) last), until each has had --seconds. A server's figures for a round are
+its slices together (2xx over time; p50/p99 from the slices' merged latency histograms), and
+the ratios are taken within each round; the median round of --rounds (default 3) is reported.
+Prints requests/s, p50/p99 and the ratios, and checks every 2xx is stored (each request carries
+a MessageSid of its own across all slices). Bounded: --seconds per server and round (default
+10), 64 connections, traffic to 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import dataclasses
 import json
 import os
 import shutil
@@ -21,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 from urllib.request import urlopen
 
 import asyncpg
@@ -47,12 +53,13 @@ function setup(thread)
   table.insert(threads, thread)
 end
 -- Globals, not locals: thread:set/get reach only a thread's globals.
-nthreads, counter, ok, other = 1, 0, 0, 0
+nthreads, offset, counter, ok, other = 1, 0, 0, 0, 0
 function init(args)
   nthreads = tonumber(os.getenv("BENCH_THREADS"))
+  offset = tonumber(os.getenv("BENCH_OFFSET") or "0")
 end
 function request()
-  local i = (counter * nthreads + id) % n + 1
+  local i = (offset + counter * nthreads + id) % n + 1
   counter = counter + 1
   local sid, sig = entries[i]:match("([^ ]+) ([^ ]+)")
   local body = "AccountSid=AC00000000000000000000000000000000&ApiVersion=2010-04-01" ..
@@ -76,6 +83,13 @@ function done(summary, latency, requests)
     summary.errors.connect + summary.errors.read + summary.errors.write +
     summary.errors.timeout, summary.duration / 1e6, latency:percentile(50) / 1000,
     latency:percentile(99) / 1000, n))
+  -- Every latency seen (microseconds) and how often, so that slices can be merged.
+  local hist = {}
+  for i = 1, #latency do
+    local value, count = latency(i)
+    hist[#hist + 1] = string.format("%d:%d", value, count)
+  end
+  io.write("HIST " .. table.concat(hist, " ") .. "\n")
 end
 """
 
@@ -163,51 +177,128 @@ def wait_up(port: int, proc: subprocess.Popen[bytes], within_s: float = 30) -> N
 
 
 def load(wrk: str, port: int, lua: Path, entries: Path, seconds: int, connections: int,
-         threads: int, *, timeout_s: int, deadline_s: int) -> dict[str, float]:
-    """Signed status callbacks from wrk to 127.0.0.1:``port`` for ``seconds`` (a request
-    unanswered after ``timeout_s`` counts as an error; wrk itself is stopped after
-    ``deadline_s``); the Lua script's RESULT line (requests, 2xx, others, errors, seconds,
-    p50/p99 ms)."""
-    wrk_env = dict(os.environ, BENCH_ENTRIES=str(entries), BENCH_THREADS=str(threads))
+         threads: int, *, timeout_s: int, deadline_s: int, offset: int = 0) -> dict[str, Any]:
+    """Signed status callbacks from wrk to 127.0.0.1:``port`` for ``seconds``, starting at
+    entry ``offset`` (a request unanswered after ``timeout_s`` counts as an error; wrk itself
+    is stopped after ``deadline_s``); the Lua script's RESULT line (requests, 2xx, others,
+    errors, seconds, p50/p99 ms) and its latency histogram (``hist``: µs -> count)."""
+    wrk_env = dict(os.environ, BENCH_ENTRIES=str(entries), BENCH_THREADS=str(threads),
+                   BENCH_OFFSET=str(offset))
     out = subprocess.run(
         [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
          "--timeout", f"{timeout_s}s", "-s", str(lua), f"http://127.0.0.1:{port}/twilio/status"],
         env=wrk_env, capture_output=True, text=True, check=True, timeout=deadline_s).stdout
-    line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))
-    result: dict[str, float] = json.loads(line[len("RESULT "):])
+    lines = out.splitlines()
+    line = next(ln for ln in lines if ln.startswith("RESULT "))
+    result: dict[str, Any] = json.loads(line[len("RESULT "):])
+    hist = next(ln for ln in lines if ln.startswith("HIST"))
+    result["hist"] = collections.Counter(
+        {int(value): int(count) for value, count in
+         (pair.split(":") for pair in hist[len("HIST"):].split())})
     return result
 
 
-def run_one(name: str, argv: list[str], env: dict[str, str], port: int, wrk: str,
-            lua: Path, entries: Path, seconds: int, connections: int, threads: int,
-            db_url: str | None) -> dict[str, float]:
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
+def percentile_ms(hist: collections.Counter[int], p: float) -> float:
+    """The ``p``-th percentile of a latency histogram (µs -> count), in ms, as wrk takes it."""
+    rank = round(p / 100 * sum(hist.values()) + 0.5)
+    seen = 0
+    for value in sorted(hist):
+        seen += hist[value]
+        if seen >= rank:
+            return value / 1000
+    return float("nan")
+
+
+@dataclasses.dataclass
+class Server:
+    name: str
+    argv: list[str]
+    port: int
+    db_url: str | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    next_entry: int = 0   # where its next slice starts among the entries (sids never repeat)
+    slices: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def start(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(self.argv, env=dict(env, DATABASE_URL=self.db_url or ""),
+                                     stdout=subprocess.DEVNULL)
+        wait_up(self.port, self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+    def drive(self, wrk: str, lua: Path, entries: Path, seconds: int, connections: int,
+              threads: int) -> None:
+        """One slice of load."""
+        result = load(wrk, self.port, lua, entries, seconds, connections, threads,
+                      timeout_s=10, deadline_s=seconds + 60, offset=self.next_entry)
+        # Past every request sent, answered or not (at most one in flight per connection).
+        self.next_entry += int(result["requests"]) + connections
+        self.slices.append(result)
+
+    def figures(self) -> dict[str, float]:
+        """This round's slices together."""
+        hist: collections.Counter[int] = collections.Counter()
+        for r in self.slices:
+            hist.update(r["hist"])
+        totals = {key: float(sum(r[key] for r in self.slices))
+                  for key in ("requests", "ok", "other", "errors", "seconds")}
+        return dict(totals, rps=totals["ok"] / totals["seconds"], slices=len(self.slices),
+                    p50_ms=percentile_ms(hist, 50), p99_ms=percentile_ms(hist, 99),
+                    stored=asyncio.run(stored(self.db_url)) if self.db_url else float("nan"))
+
+
+def slice_lengths(seconds: int, slice_s: int) -> list[int]:
+    """``seconds`` cut into slices of ``slice_s`` (the last one takes the remainder)."""
+    lengths = [slice_s] * (seconds // slice_s)
+    if seconds % slice_s:
+        lengths.append(seconds % slice_s)
+    return lengths
+
+
+def run_round(servers: list[Server], env: dict[str, str], wrk: str, lua: Path, entries: Path,
+              args: argparse.Namespace, server_url: str) -> dict[str, dict[str, float]]:
+    """All servers up at once, driven in turn slice by slice; their figures."""
+    a, b, c = servers
     try:
-        wait_up(port, proc)
-        # Measured from the first request: every server starts as cold as the others.
-        result = load(wrk, port, lua, entries, seconds, connections, threads, timeout_s=10,
-                      deadline_s=seconds + 60)
-        result["rps"] = result["ok"] / result["seconds"]
+        for server in servers:
+            server.start(env)
+        for k, seconds in enumerate(slice_lengths(args.seconds, args.slice)):
+            # (a) and (c) back to back, alternating which goes first; (b) last. Each slice
+            # starts from a quiet PostgreSQL: the previous slice's writes flushed.
+            for server in ([a, c, b] if k % 2 == 0 else [c, a, b]):
+                asyncio.run(checkpoint(server_url))
+                server.drive(wrk, lua, entries, seconds, args.connections, args.threads)
         time.sleep(0.5)  # let in-flight requests finish before counting rows
-        result["stored"] = asyncio.run(stored(db_url)) if db_url else float("nan")
-        return result
+        for server in servers:
+            if server.next_entry > args.entries:
+                print(f"{server.name} went through all {args.entries} sids and reused some: "
+                      "its durability check is a lower bound (raise --entries)")
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        for server in servers:
+            server.stop()
+    return {server.name: server.figures() for server in servers}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=10,
+                        help="load per server and round, in slices (default 10)")
+    parser.add_argument("--slice", type=int, default=2,
+                        help="seconds of load per server before the next one's turn (default 2)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--entries", type=int, default=300_000)
+    parser.add_argument("--entries", type=int, default=300_000,
+                        help="distinct signed callbacks (MessageSids) to send")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="run a, b, c this many times in turn; report the median round")
+                        help="rounds of a, b, c; the median round is reported")
     args = parser.parse_args()
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
+    if args.rounds < 1 or args.seconds < 1 or args.slice < 1:
+        parser.error("--rounds, --seconds and --slice must be at least 1")
     wrk = ensure_wrk()
     server = devdb.find_database(Path(".smsledger"))
     work = Path(tempfile.mkdtemp(prefix="smsledger-bench-"))
@@ -215,34 +306,25 @@ def main() -> None:
     lua.write_text(LUA)
     entries = work / "entries.txt"
     write_entries(entries, args.entries)
-    base_env = dict(os.environ, TWILIO_AUTH_TOKEN=TOKEN, SMSLEDGER_PUBLIC_URL=PUBLIC,
-                    SMSLEDGER_LOG_LEVEL="WARNING")
+    env = dict(os.environ, TWILIO_AUTH_TOKEN=TOKEN, SMSLEDGER_PUBLIC_URL=PUBLIC,
+               SMSLEDGER_LOG_LEVEL="WARNING")
     py = sys.executable
-    plan = [("a_bare", [py, str(HERE / "baselines.py"), "bare", "--port", "18081"], 18081,
-             False),
-            ("b_naive", [py, str(HERE / "baselines.py"), "naive", "--port", "18082"], 18082,
-             True),
-            ("c_smsledger", [py, "-m", "smsledger.cli", "serve", "--port", "18083"], 18083,
-             True)]
     rounds: list[dict[str, dict[str, float]]] = []
-    for round_no in range(1, args.rounds + 1):
-        # Fresh databases first, then a and c back to back (alternating which goes first), b
-        # last: the two servers whose ratio is the target see the machine in the same state.
-        dbs = {name: asyncio.run(fresh_database(server, f"smsledger_bench_{name[0]}"))
-               for name, _, _, uses_db in plan if uses_db}
-        order = [plan[0], plan[2]] if round_no % 2 else [plan[2], plan[0]]
-        results = {}
-        for name, argv, port, _ in [*order, plan[1]]:
-            db_url = dbs.get(name)
-            asyncio.run(checkpoint(server.url))
-            env = dict(base_env, DATABASE_URL=db_url or "")
-            results[name] = run_one(name, argv, env, port, wrk, lua, entries, args.seconds,
-                                    args.connections, args.threads, db_url)
-        results = {name: results[name] for name, *_ in plan}
-        rounds.append(results)
-        report(results, f"round {round_no} of {args.rounds}", args)
-    shutil.rmtree(work)
-    asyncio.run(drop_databases(server, ["smsledger_bench_b", "smsledger_bench_c"]))
+    try:
+        for round_no in range(1, args.rounds + 1):
+            servers = [
+                Server("a_bare", [py, str(HERE / "baselines.py"), "bare", "--port", "18081"],
+                       18081),
+                Server("b_naive", [py, str(HERE / "baselines.py"), "naive", "--port", "18082"],
+                       18082, asyncio.run(fresh_database(server, "smsledger_bench_b"))),
+                Server("c_smsledger", [py, "-m", "smsledger.cli", "serve", "--port", "18083"],
+                       18083, asyncio.run(fresh_database(server, "smsledger_bench_c")))]
+            results = run_round(servers, env, wrk, lua, entries, args, server.url)
+            rounds.append(results)
+            report(results, f"round {round_no} of {args.rounds}", args)
+    finally:
+        shutil.rmtree(work)
+        asyncio.run(drop_databases(server, ["smsledger_bench_b", "smsledger_bench_c"]))
     ranked = sorted(rounds, key=lambda r: r["c_smsledger"]["rps"] / r["a_bare"]["rps"])
     report(ranked[len(ranked) // 2], f"median round of {args.rounds} (by smsledger / bare)",
            args)
@@ -259,8 +341,9 @@ def every_2xx_stored(result: dict[str, float], entries: int) -> bool:
 
 
 def report(results: dict[str, dict[str, float]], title: str, args: argparse.Namespace) -> None:
-    print(f"\nbench/ingest, {title}: {args.connections} connections, {args.seconds} s each, "
-          f"wrk -t{args.threads}, signed status callbacks, unique MessageSids")
+    print(f"\nbench/ingest, {title}: {args.connections} connections, {args.seconds} s each "
+          f"in {args.slice}-s slices, wrk -t{args.threads}, signed status callbacks, "
+          "unique MessageSids")
     print(f"{'server':<14}{'2xx/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'2xx':>9}{'non-2xx':>9}"
           f"{'stored':>9}")
     for name, r in results.items():
