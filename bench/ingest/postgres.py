@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 import asyncpg
+import run as bench  # bench/ingest/run.py: the same database set-up
 
 from schema import store
 from schema.events import as_json_rows, status_callback
-from schema.migrate import migrate_url
 from smsledger import devdb
 
 APPEND = store.sql("append")
@@ -46,6 +46,10 @@ FORM = {"AccountSid": "AC" + "0" * 32, "ApiVersion": "2010-04-01", "From": "+150
         "MessageStatus": "delivered", "SmsStatus": "delivered", "To": "+14155550123"}
 
 
+def database(variant: str) -> str:
+    return f"smsledger_bench_pg_{variant}"
+
+
 def on_this_machine(pid: int) -> bool:
     return Path(f"/proc/{pid}/schedstat").exists()
 
@@ -57,22 +61,17 @@ def cpu_s(pid: int) -> float:
 
 async def measure(server: devdb.Database, seconds: float, batch: int) -> dict[str, float]:
     """µs of backend CPU per event, by variant."""
-    admin = await asyncpg.connect(server.url)
     conns: dict[str, tuple[asyncpg.Connection, int]] = {}
     try:
         for name, (setup, _) in VARIANTS.items():
-            db = f"smsledger_bench_pg_{name}"
-            await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-            await admin.execute(f'CREATE DATABASE "{db}"')
-            await migrate_url(server.url_for(db))
-            conn = await asyncpg.connect(server.url_for(db))
+            conn = await asyncpg.connect(await bench.fresh_database(server, database(name)))
             for statement in setup:
                 await conn.execute(statement)
             pid = await conn.fetchval("SELECT pg_backend_pid()")
+            conns[name] = (conn, pid)
             if not on_this_machine(pid):
                 sys.exit("bench/ingest/postgres.py needs PostgreSQL on this machine "
                          "(it reads the backend's CPU time from /proc)")
-            conns[name] = (conn, pid)
         used = dict.fromkeys(VARIANTS, 0.0)
         events = 0
         started = time.monotonic()
@@ -89,10 +88,7 @@ async def measure(server: devdb.Database, seconds: float, batch: int) -> dict[st
     finally:
         for conn, _ in conns.values():
             await conn.close()
-        for name in VARIANTS:
-            await admin.execute(f'DROP DATABASE IF EXISTS "smsledger_bench_pg_{name}" '
-                                "WITH (FORCE)")
-        await admin.close()
+        await bench.drop_databases(server, [database(name) for name in VARIANTS])
 
 
 def main() -> None:
