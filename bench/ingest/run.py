@@ -72,17 +72,19 @@ function response(status, headers, body)
   if status == 200 then ok = ok + 1 else other = other + 1 end
 end
 function done(summary, latency, requests)
-  local total_ok, total_other = 0, 0
+  local total_ok, total_other, most = 0, 0, 0
   for _, t in ipairs(threads) do
     total_ok = total_ok + t:get("ok")
     total_other = total_other + t:get("other")
+    most = math.max(most, t:get("counter"))
   end
+  -- "span": how many entries from the offset the requests made (sent or not) may have used.
   io.write(string.format('RESULT {"requests": %d, "ok": %d, "other": %d, "errors": %d, ' ..
-    '"seconds": %f, "p50_ms": %f, "p99_ms": %f, "entries": %d}\n',
+    '"seconds": %f, "p50_ms": %f, "p99_ms": %f, "entries": %d, "span": %d}\n',
     summary.requests, total_ok, total_other,
     summary.errors.connect + summary.errors.read + summary.errors.write +
     summary.errors.timeout, summary.duration / 1e6, latency:percentile(50) / 1000,
-    latency:percentile(99) / 1000, n))
+    latency:percentile(99) / 1000, n, most * #threads))
   -- Every latency seen (microseconds) and how often, so that slices can be merged.
   local hist = {}
   for i = 1, #latency do
@@ -235,8 +237,8 @@ class Server:
         """One slice of load."""
         result = load(wrk, self.port, lua, entries, seconds, connections, threads,
                       timeout_s=10, deadline_s=seconds + 60, offset=self.next_entry)
-        # Past every request sent, answered or not (at most one in flight per connection).
-        self.next_entry += int(result["requests"]) + connections
+        # Past every entry a request was made from, answered or not, on every wrk thread.
+        self.next_entry += int(result["span"])
         self.slices.append(result)
 
     def figures(self) -> dict[str, float]:
