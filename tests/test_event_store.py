@@ -187,8 +187,6 @@ async def test_every_column_round_trips_through_the_batch_encoding(
     """Events travel to PostgreSQL as one JSON text per batch: each typed column, the payload
     and both times (microseconds, any offset; a naive time taken as UTC) arrive unchanged, in
     order."""
-    from datetime import timedelta, timezone
-
     plus_five = timezone(timedelta(hours=5, minutes=30))
     occurred = datetime(2026, 3, 4, 5, 6, 7, 123456, tzinfo=plus_five)
     naive = datetime(2026, 3, 4, 1, 2, 3, 999999)

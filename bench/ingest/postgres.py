@@ -42,8 +42,6 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
         ["DROP INDEX events_tx_position", "DROP INDEX events_message_sid",
          "DROP INDEX events_contact_phone", "DROP INDEX events_sent_time"], APPEND),
 }
-FORM = {"AccountSid": "AC" + "0" * 32, "ApiVersion": "2010-04-01", "From": "+15005550006",
-        "MessageStatus": "delivered", "SmsStatus": "delivered", "To": "+14155550123"}
 
 
 def database(variant: str) -> str:
@@ -76,8 +74,7 @@ async def measure(server: devdb.Database, seconds: float, batch: int) -> dict[st
         events = 0
         started = time.monotonic()
         while time.monotonic() - started < seconds:
-            rows = as_json_rows([status_callback(dict(FORM, MessageSid=f"SM{i:032x}",
-                                                      SmsSid=f"SM{i:032x}"))
+            rows = as_json_rows([status_callback(bench.status_params(f"SM{i:032x}"))
                                  for i in range(events, events + batch)])
             for name, (conn, pid) in conns.items():
                 before = cpu_s(pid)

@@ -113,15 +113,33 @@ def ensure_wrk() -> str:
     return found
 
 
+def status_params(sid: str) -> dict[str, str]:
+    """The status callback every bench sends (the Lua script writes the same form)."""
+    return {"AccountSid": "AC" + "0" * 32, "ApiVersion": "2010-04-01", "From": "+15005550006",
+            "MessageSid": sid, "MessageStatus": "delivered", "SmsSid": sid,
+            "SmsStatus": "delivered", "To": "+14155550123"}
+
+
 def write_entries(path: Path, count: int) -> None:
     validator = RequestValidator(TOKEN)
     with path.open("w") as f:
         for i in range(count):
             sid = f"SM{i:032x}"
-            params = {"AccountSid": "AC" + "0" * 32, "ApiVersion": "2010-04-01",
-                      "From": "+15005550006", "MessageSid": sid, "MessageStatus": "delivered",
-                      "SmsSid": sid, "SmsStatus": "delivered", "To": "+14155550123"}
-            f.write(f"{sid} {validator.compute_signature(PUBLIC + '/twilio/status', params)}\n")
+            signature = validator.compute_signature(PUBLIC + "/twilio/status", status_params(sid))
+            f.write(f"{sid} {signature}\n")
+
+
+def server_env() -> dict[str, str]:
+    """The environment every server under test runs in (its DATABASE_URL added per server)."""
+    return dict(os.environ, TWILIO_AUTH_TOKEN=TOKEN, SMSLEDGER_PUBLIC_URL=PUBLIC,
+                SMSLEDGER_LOG_LEVEL="WARNING")
+
+
+def server_argv(kind: str, port: int) -> list[str]:
+    """How a server under test starts: ``bare`` or ``naive`` (baselines.py), or ``smsledger``."""
+    if kind == "smsledger":
+        return [sys.executable, "-m", "smsledger.cli", "serve", "--port", str(port)]
+    return [sys.executable, str(HERE / "baselines.py"), kind, "--port", str(port)]
 
 
 async def fresh_database(server: devdb.Database, name: str) -> str:
@@ -308,20 +326,16 @@ def main() -> None:
     lua.write_text(LUA)
     entries = work / "entries.txt"
     write_entries(entries, args.entries)
-    env = dict(os.environ, TWILIO_AUTH_TOKEN=TOKEN, SMSLEDGER_PUBLIC_URL=PUBLIC,
-               SMSLEDGER_LOG_LEVEL="WARNING")
-    py = sys.executable
     rounds: list[dict[str, dict[str, float]]] = []
     try:
         for round_no in range(1, args.rounds + 1):
             servers = [
-                Server("a_bare", [py, str(HERE / "baselines.py"), "bare", "--port", "18081"],
-                       18081),
-                Server("b_naive", [py, str(HERE / "baselines.py"), "naive", "--port", "18082"],
-                       18082, asyncio.run(fresh_database(server, "smsledger_bench_b"))),
-                Server("c_smsledger", [py, "-m", "smsledger.cli", "serve", "--port", "18083"],
-                       18083, asyncio.run(fresh_database(server, "smsledger_bench_c")))]
-            results = run_round(servers, env, wrk, lua, entries, args, server.url)
+                Server("a_bare", server_argv("bare", 18081), 18081),
+                Server("b_naive", server_argv("naive", 18082), 18082,
+                       asyncio.run(fresh_database(server, "smsledger_bench_b"))),
+                Server("c_smsledger", server_argv("smsledger", 18083), 18083,
+                       asyncio.run(fresh_database(server, "smsledger_bench_c")))]
+            results = run_round(servers, server_env(), wrk, lua, entries, args, server.url)
             rounds.append(results)
             report(results, f"round {round_no} of {args.rounds}", args)
     finally:
