@@ -302,6 +302,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return int(run_demo(args, settings))
 
 
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from smsledger.doctor import run_doctor
+
+    return run_doctor(settings)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smsledger",
@@ -405,6 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multiply every simulated delay (0.1: ten times faster) [1]")
     p.add_argument("--history-days", type=int, default=0,
                    help="days of past Message resources for `smsledger backfill` [0]")
+
+    add("doctor", cmd_doctor, "Check a deployment and say what to fix: settings, PostgreSQL "
+        "and migrations, the public URL, the Twilio credentials, the sender's and Messaging "
+        "Service's webhook URLs, the Verify service. Exit 1 when anything is wrong.")
 
     p = add("demo", cmd_demo, "Start everything on this machine: database, migrations, "
             "ingester, the Twilio simulator with traffic, the analytics worker and the dashboard. "
