@@ -168,12 +168,28 @@ class TwilioSim:
         if self._session is not None:
             await self._session.close()
 
-    async def drain(self, timeout_s: float = 30) -> None:
-        """Wait until every scheduled callback has been posted."""
+    @property
+    def pending(self) -> int:
+        """Callbacks scheduled or being posted."""
+        return len(self._timers) + len(self._tasks)
+
+    async def drain(self, timeout_s: float = 30) -> tuple[int, int]:
+        """Wait up to ``timeout_s`` for every scheduled callback to be posted; drop (cancel)
+        what is still pending then. Returns (callbacks waited for, callbacks dropped)."""
+        waited = self.pending
         deadline = asyncio.get_running_loop().time() + timeout_s
         # A poll, not an Event: timers and tasks come and go from many places.
-        while (self._timers or self._tasks) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+        while self.pending and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
+        dropped = self.pending
+        for timer in list(self._timers):
+            timer.cancel()
+        self._timers.clear()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return waited, dropped
 
     # -- signed posts, like Twilio -----------------------------------------------------------
     def signed_headers(self, url: str, params: dict[str, str]) -> dict[str, str]:

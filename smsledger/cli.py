@@ -411,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multiply every simulated delay (0.1: ten times faster) [1]")
     p.add_argument("--history-days", type=int, default=0,
                    help="days of past Message resources for `smsledger backfill` [0]")
+    p.add_argument("--drain", type=float, default=10.0,
+                   help="after --duration, seconds to wait for callbacks still on their way; "
+                        "what is left then is dropped and counted [10]")
 
     add("doctor", cmd_doctor, "Check a deployment and say what to fix: settings, PostgreSQL "
         "and migrations, the public URL, the Twilio credentials, the sender's and Messaging "

@@ -113,3 +113,42 @@ def dataclass_replace(settings: Settings, **changes: Any) -> Settings:
     import dataclasses
 
     return dataclasses.replace(settings, **changes)
+
+
+async def test_simulate_duration_ends_within_its_drain(db_url: str, tmp_path: Path) -> None:
+    """``simulate --duration 5`` stops sending at 5 s, waits at most --drain (10 s) for the
+    callbacks still on their way, says how many it waited for and dropped, and exits."""
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    twilio_port, ingest_port = free_port(), free_port()
+    ingest_url = f"http://127.0.0.1:{ingest_port}"
+    api_key = "sim-test-key-" + "a" * 20
+    async with TestServer(create_app(Settings(
+            database_url=db_url, twilio_account_sid=ACCOUNT,
+            twilio_auth_token=Secret(TEST_TOKEN), twilio_phone_number=NUMBER,
+            twilio_api_url=f"http://127.0.0.1:{twilio_port}", api_key=Secret(api_key),
+            public_url=ingest_url, data_dir=tmp_path)), port=ingest_port):
+        env = dict(os.environ, TWILIO_ACCOUNT_SID=ACCOUNT, TWILIO_AUTH_TOKEN=TEST_TOKEN,
+                   TWILIO_PHONE_NUMBER=NUMBER, SMSLEDGER_API_KEY=api_key,
+                   SMSLEDGER_PUBLIC_URL=ingest_url, DATABASE_URL=db_url)
+        argv = [sys.executable, "-m", "smsledger.cli", "simulate", "--ingest-url", ingest_url,
+                "--twilio-port", str(twilio_port),
+                "--duration", "5", "--rate", "10", "--numbers", "50"]
+        # The ingester runs in this event loop: run the simulator beside it, not blocking it.
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=env, cwd=Path(__file__).parent.parent,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout=20)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert "sent:" in text, text
+    assert "callbacks delivered: 0," not in text, text
+    assert "waited up to 10 s for" in text and "dropped" in text, text
