@@ -291,7 +291,10 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     argv = [sys.executable, "-m", "streamlit", "run", str(app),
             "--server.port", str(args.port), "--server.address", args.host,
             "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--server.fileWatcherType", "none", "--global.developmentMode", "false"]
+            "--server.fileWatcherType", "none", "--global.developmentMode", "false",
+            # No Deploy button (it offers to publish to Streamlit's cloud); Streamlit's own
+            # log lines follow SMSLEDGER_LOG_LEVEL like every other part.
+            "--client.toolbarMode", "minimal", "--logger.level", settings.log_level.lower()]
     # exec, not a child: a SIGTERM for this process reaches Streamlit itself.
     os.execv(sys.executable, argv)
 
