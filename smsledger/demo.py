@@ -9,7 +9,6 @@ started one. Nothing else is touched.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
@@ -66,7 +65,7 @@ def _stop(children: list[Child]) -> None:
             child.process.wait()
 
 
-def run_demo(args: argparse.Namespace, settings: Settings) -> int:
+def run_demo(settings: Settings, *, port: int, duration: float, rate: float, seed: int) -> int:
     data_dir: Path = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     environ = {"DATABASE_URL": settings.database_url} if settings.database_url else {}
@@ -78,8 +77,8 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     applied = asyncio.run(migrate_url(url))
     print(f"database: {db.how}, {redact_url(url)} ({len(applied)} migrations applied now)")
 
-    ingest_url = f"http://127.0.0.1:{args.port}"
-    twilio_port = args.port + 10
+    ingest_url = f"http://127.0.0.1:{port}"
+    twilio_port = port + 10
     env = dict(os.environ,
                DATABASE_URL=url,
                TWILIO_ACCOUNT_SID=DEMO_ACCOUNT_SID,
@@ -90,7 +89,8 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
                SMSLEDGER_API_KEY=secrets.token_hex(16),
                SMSLEDGER_TWILIO_API_URL=f"http://127.0.0.1:{twilio_port}",
                TWILIO_VERIFY_SERVICE_SID="VA" + "de300" * 6 + "00",
-               SMSLEDGER_DATA_DIR=str(data_dir.resolve()))
+               SMSLEDGER_DATA_DIR=str(data_dir.resolve()),
+               SMSLEDGER_LOG_LEVEL=settings.log_level)
     children: list[Child] = []
 
     def spawn(name: str, *argv: str) -> Child:
@@ -107,31 +107,31 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_signal)
     try:
-        ingester = spawn("ingester", "serve", "--port", str(args.port))
+        ingester = spawn("ingester", "serve", "--port", str(port))
         _wait_http(ingest_url + "/readyz", 30, ingester)
         print(f"ingester:  {ingest_url}  (webhooks /twilio/status, /twilio/inbound; "
               f"{ingest_url}/metrics)")
         simulator = spawn("simulator", "simulate", "--ingest-url", ingest_url,
-                          "--twilio-port", str(twilio_port), "--rate", str(args.rate),
-                          "--duration", "0", "--seed", str(args.seed), "--history-days", "14")
+                          "--twilio-port", str(twilio_port), "--rate", str(rate),
+                          "--duration", "0", "--seed", str(seed), "--history-days", "14")
         _wait_http(f"http://127.0.0.1:{twilio_port}/sim/stats", 30, simulator)
         since = (datetime.now(UTC) - timedelta(days=15)).strftime("%Y-%m-%d")
         subprocess.run([sys.executable, "-m", "smsledger.cli", "backfill", "--since", since],
                        env=env, check=False)
-        print(f"simulator: http://127.0.0.1:{twilio_port}  (a local Twilio; {args.rate:g} "
+        print(f"simulator: http://127.0.0.1:{twilio_port}  (a local Twilio; {rate:g} "
               "actions/s through the ingester; progress every 15 s)")
         spawn("worker", "worker", "--interval", "3", "--hygiene-every", "60",
               "--lookup-limit", "20")
         print(f"worker:    rollup every 3 s into {data_dir / 'analytics.duckdb'}; hygiene "
               f"report every 60 s under {data_dir / 'reports'}")
-        dashboard_port = args.port + 20
+        dashboard_port = port + 20
         dashboard = spawn("dashboard", "dashboard", "--port", str(dashboard_port))
         _wait_http(f"http://127.0.0.1:{dashboard_port}/_stcore/health", 60, dashboard)
         print(f"dashboard: http://127.0.0.1:{dashboard_port}  <- open this")
         print("press Ctrl-C to stop everything")
         started = time.monotonic()
         while not stopping:
-            if args.duration and time.monotonic() - started >= args.duration:
+            if duration and time.monotonic() - started >= duration:
                 break
             for child in children:
                 if child.process.poll() is not None:
