@@ -177,6 +177,9 @@ SETTINGS: tuple[Setting, ...] = (
             secret=True),
     Setting("twilio_phone_number", "TWILIO_PHONE_NUMBER", "",
             "Default sender (E.164 number, short code or alphanumeric ID)."),
+    Setting("twilio_messaging_service_sid", "TWILIO_MESSAGING_SERVICE_SID", "",
+            "The Messaging Service (MG...) your sends go through, if any: `smsledger doctor` "
+            "checks that its inbound and status callback URLs point at this ingester."),
     Setting("twilio_verify_service_sid", "TWILIO_VERIFY_SERVICE_SID", "",
             "Twilio Verify service (VA...) for /v1/verify/start and /v1/verify/check."),
     Setting("twilio_api_url", "SMSLEDGER_TWILIO_API_URL", "",
@@ -255,6 +258,7 @@ class Settings:
     twilio_account_sid: str
     twilio_auth_token: Secret
     twilio_phone_number: str
+    twilio_messaging_service_sid: str
     twilio_verify_service_sid: str
     twilio_api_url: str
     api_key: Secret

@@ -525,6 +525,9 @@ def _settings_env(settings: Settings, *fields: str) -> dict[str, str]:
               show_default=True, help="multiply every simulated delay (0.1: ten times faster)")
 @click.option("--history-days", type=click.IntRange(min=0), default=0, show_default=True,
               help="days of past Message resources for `smsledger backfill`")
+@click.option("--drain", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="after --duration, seconds to wait for callbacks still on their way; what "
+                   "is left then is dropped and counted")
 def simulate(settings: Settings, **options: Any) -> None:
     """Run the local Twilio simulator and drive realistic traffic through the ingester.
 
@@ -555,6 +558,21 @@ def demo(settings: Settings, port: int, duration: float, rate: float, seed: int)
     from smsledger.demo import run_demo
 
     code = run_demo(settings, port=port, duration=duration, rate=rate, seed=seed)
+    if code:
+        raise click.exceptions.Exit(code)
+
+
+@cli.command()
+@reads("database_url", "public_url", "twilio_account_sid", "twilio_auth_token",
+       "twilio_phone_number", "twilio_messaging_service_sid", "twilio_verify_service_sid",
+       "twilio_api_url", "twilio_timeout_s")
+def doctor(settings: Settings) -> None:
+    """Check a deployment and say what to fix: settings, PostgreSQL and migrations, the public
+    URL, the Twilio credentials, the sender's and Messaging Service's webhook URLs, the Verify
+    service. Exit 1 when anything is wrong."""
+    from smsledger.doctor import run_doctor
+
+    code = run_doctor(settings)
     if code:
         raise click.exceptions.Exit(code)
 

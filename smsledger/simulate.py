@@ -25,6 +25,7 @@ class SimulateOptions:
     numbers: int
     time_scale: float
     history_days: int
+    drain: float
 
 
 async def run_simulation(args: SimulateOptions, settings: Settings) -> int:
@@ -54,13 +55,19 @@ async def run_simulation(args: SimulateOptions, settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     run = asyncio.ensure_future(traffic.run())
     loop.add_signal_handler(signal.SIGTERM, run.cancel)
+    drained = ""
     try:
         await run
-        await sim.drain(timeout_s=60 * args.time_scale + 5)
+        # Callbacks of the last sends are still on their way (delivery takes seconds, with a
+        # slow tail): wait for them, but only --drain seconds, so that --duration S ends
+        # within S plus that bound.
+        waited, dropped = await sim.drain(timeout_s=args.drain)
+        drained = (f"; waited up to {args.drain:g} s for {waited} pending callback(s), "
+                   f"{dropped} dropped")
     except asyncio.CancelledError:
         pass
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
         await runner.cleanup()
-    print("simulator: " + traffic.summary(), flush=True)
+    print("simulator: " + traffic.summary() + drained, flush=True)
     return 0
