@@ -15,7 +15,6 @@ all of them at once, each printing the others' disappearance.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
@@ -145,7 +144,7 @@ def summary_line(url: str, data_dir: Path, last: Progress) -> str:
             f"open alerts {alerts}")
 
 
-def run_demo(args: argparse.Namespace, settings: Settings) -> int:
+def run_demo(settings: Settings, *, port: int, duration: float, rate: float, seed: int) -> int:
     data_dir: Path = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     environ = {"DATABASE_URL": settings.database_url} if settings.database_url else {}
@@ -157,8 +156,8 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     applied = asyncio.run(migrate_url(url))
     print(f"database:  {db.how}, {redact_url(url)} ({len(applied)} migrations applied now)")
 
-    ingest_url = f"http://127.0.0.1:{args.port}"
-    twilio_port = args.port + 10
+    ingest_url = f"http://127.0.0.1:{port}"
+    twilio_port = port + 10
     env = dict(os.environ,
                DATABASE_URL=url,
                TWILIO_ACCOUNT_SID=DEMO_ACCOUNT_SID,
@@ -169,9 +168,11 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
                SMSLEDGER_API_KEY=secrets.token_hex(16),
                SMSLEDGER_TWILIO_API_URL=f"http://127.0.0.1:{twilio_port}",
                TWILIO_VERIFY_SERVICE_SID="VA" + "de300" * 6 + "00",
-               SMSLEDGER_DATA_DIR=str(data_dir.resolve()))
-    if "SMSLEDGER_LOG_LEVEL" not in os.environ:
-        env["SMSLEDGER_LOG_LEVEL"] = "WARNING"
+               SMSLEDGER_DATA_DIR=str(data_dir.resolve()),
+               # Quiet children unless a log level was asked for.
+               SMSLEDGER_LOG_LEVEL=settings.log_level
+               if "SMSLEDGER_LOG_LEVEL" in os.environ or settings.log_level != "INFO"
+               else "WARNING")
     children: list[Child] = []
 
     def spawn(name: str, *argv: str, quiet: bool = False) -> Child:
@@ -192,13 +193,13 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_signal)
     try:
-        ingester = spawn("ingester", "serve", "--port", str(args.port))
+        ingester = spawn("ingester", "serve", "--port", str(port))
         _wait_http(ingest_url + "/readyz", 30, ingester)
         print(f"ingester:  {ingest_url}  (webhooks /twilio/status, /twilio/inbound; "
               f"{ingest_url}/metrics)")
         simulator = spawn("simulator", "simulate", "--ingest-url", ingest_url,
-                          "--twilio-port", str(twilio_port), "--rate", str(args.rate),
-                          "--duration", "0", "--seed", str(args.seed), "--history-days", "14",
+                          "--twilio-port", str(twilio_port), "--rate", str(rate),
+                          "--duration", "0", "--seed", str(seed), "--history-days", "14",
                           quiet=True)
         _wait_http(f"http://127.0.0.1:{twilio_port}/sim/stats", 30, simulator)
         since = (datetime.now(UTC) - timedelta(days=15)).strftime("%Y-%m-%d")
@@ -208,13 +209,13 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
         lines = backfill.stdout.replace("\r", "\n").strip().splitlines()
         print(f"history:   {lines[-1] if lines else 'none'} (14 days, from the simulated "
               "Messages API)")
-        print(f"simulator: http://127.0.0.1:{twilio_port}  (a local Twilio; {args.rate:g} "
+        print(f"simulator: http://127.0.0.1:{twilio_port}  (a local Twilio; {rate:g} "
               "actions/s through the ingester)")
         spawn("worker", "worker", "--interval", "3", "--hygiene-every", "60",
               "--lookup-limit", "20")
         print(f"worker:    rollup every 3 s; a hygiene report every 60 s under "
               f"{data_dir / 'reports'}")
-        dashboard_port = args.port + 20
+        dashboard_port = port + 20
         dashboard = spawn("dashboard", "dashboard", "--port", str(dashboard_port), quiet=True)
         _wait_http(f"http://127.0.0.1:{dashboard_port}/_stcore/health", 60, dashboard)
         print(f"dashboard: http://127.0.0.1:{dashboard_port}  <- open this")
@@ -226,7 +227,7 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
         log.debug("%s", with_stored)
         next_summary = started + SUMMARY_EVERY_S
         while not stopping:
-            if args.duration and time.monotonic() - started >= args.duration:
+            if duration and time.monotonic() - started >= duration:
                 break
             for child in children:
                 if child.process.poll() is not None:
