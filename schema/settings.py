@@ -165,6 +165,9 @@ SETTINGS: tuple[Setting, ...] = (
             lambda _n, raw: Path(raw)),
     Setting("max_body_bytes", "SMSLEDGER_MAX_BODY_BYTES", "65536",
             "Largest webhook body accepted; larger ones get 413.", _positive_int),
+    Setting("max_form_fields", "SMSLEDGER_MAX_FORM_FIELDS", "256",
+            "Most fields a webhook form may have (Twilio's largest, an MMS with 10 media, has "
+            "about 50); more get 400 before the signature is checked.", _positive_int),
     Setting("queue_size", "SMSLEDGER_QUEUE_SIZE", "20000",
             "Events waiting for the group commit; when full, requests get 503 at once.",
             _positive_int),
@@ -226,6 +229,7 @@ class Settings:
     trust_forwarded: bool = False
     data_dir: Path = Path(".smsledger")
     max_body_bytes: int = 65536
+    max_form_fields: int = 256
     queue_size: int = 20000
     batch_max: int = 2000
     db_pool_size: int = 4
