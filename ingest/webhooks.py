@@ -95,7 +95,7 @@ async def signed_form(request: web.Request) -> dict[str, PayloadValue]:
     body = body_here(request, FORM_TYPE, settings.max_body_bytes)
     if body is None:  # read_body, without a coroutine frame for the usual whole body
         body = await _read_rest(request, settings.max_body_bytes)
-    fields = parse_form(body)
+    fields = parse_form(body, settings.max_form_fields)
     headers = request.headers
     signature = headers.get(SIGNATURE_HEADER, "")
     if not signature:

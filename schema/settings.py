@@ -200,6 +200,9 @@ SETTINGS: tuple[Setting, ...] = (
             _path),
     Setting("max_body_bytes", "SMSLEDGER_MAX_BODY_BYTES", "65536",
             "Largest webhook body accepted; larger ones get 413.", _positive_int),
+    Setting("max_form_fields", "SMSLEDGER_MAX_FORM_FIELDS", "256",
+            "Most fields a webhook form may have (Twilio's largest, an MMS with 10 media, has "
+            "about 50); more get 400 before the signature is checked.", _positive_int),
     Setting("queue_size", "SMSLEDGER_QUEUE_SIZE", "20000",
             "Events waiting for the group commit; when full, requests get 503 at once.",
             _positive_int),
@@ -266,6 +269,7 @@ class Settings:
     trust_forwarded: bool
     data_dir: Path
     max_body_bytes: int
+    max_form_fields: int
     queue_size: int
     batch_max: int
     db_pool_size: int
