@@ -270,14 +270,15 @@ def message_send_failed(*, request_id: str, to: str, from_: str | None,
 
 
 def message_refused(*, request_id: str, to: str, reason: str, detail: str, since: datetime,
-                    what: str) -> Event:
-    """smsledger refused to send (opted out, suppressed) before calling Twilio."""
+                    what: str, scope: str = "account") -> Event:
+    """smsledger refused to send (opted out, suppressed) before calling Twilio; ``scope`` is
+    the opt-out's (account, messaging_service:MG..., sender:+1...)."""
     now = utc_now()
     return Event(
         type=EventType.MESSAGE_REFUSED, idempotency_key=f"message.refused:{request_id}",
         source=Source.API, occurred_at=now, received_at=now,
         payload={"to": to, "reason": reason, "detail": detail, "since": since.isoformat(),
-                 "what": what},
+                 "what": what, "scope": scope},
         phone=to)
 
 
