@@ -61,7 +61,8 @@ HELP_KEYWORDS = frozenset({"HELP", "INFO"})
 # A message's state is derived by status rank, never by arrival order: the rank lives with the
 # model that uses it (the status_key macro in schema/duckdb/model.sql).
 TERMINAL_STATUSES = frozenset(
-    {"delivered", "undelivered", "failed", "read", "canceled", "received"})
+    {"delivered", "undelivered", "failed", "read", "canceled", "received",
+     "partially_delivered"})
 
 
 class Event(NamedTuple):
