@@ -108,6 +108,9 @@ def _worker_config(args: argparse.Namespace, settings: Settings, once: bool) -> 
         notify_url=getattr(args, "notify_url", "") or settings.notify_url, once=once,
         reconcile_every_s=settings.reconcile_every_s,
         reconcile_after_s=settings.reconcile_after_s,
+        price_fill_every_s=settings.price_fill_every_s,
+        price_fill_after_s=settings.price_fill_after_s,
+        price_fill_limit=settings.price_fill_limit,
         crash_after_batches=getattr(args, "crash_after_batches", 0))
 
 
@@ -130,7 +133,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     async def main() -> None:
         client = http = None
-        if config.lookup_limit and settings.twilio_account_sid and settings.twilio_auth_token:
+        wants = config.lookup_limit or config.reconcile_every_s or config.price_fill_every_s
+        if wants and settings.twilio_account_sid and settings.twilio_auth_token:
             client, http = make_client(settings)
         elif config.lookup_limit:
             log.info("Lookup enrichment off: no TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN")
@@ -148,6 +152,12 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from analytics.report import hygiene_report
     from analytics.snapshot import SnapshotMissing, open_snapshot
 
+    if args.kind == "cost":
+        from smsledger.cost_report import cost_report
+
+        sys.stdout.write(cost_report(settings.data_dir, settings.prices, by=args.by,
+                                     fmt=args.format, since=args.since, until=args.until))
+        return 0
     config = _worker_config(args, settings, once=True)
     try:
         con = open_snapshot(settings.data_dir)
@@ -358,8 +368,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("report", cmd_report, "Write a report from the published snapshot. `hygiene`: "
             "CSV and HTML of the numbers to stop texting, and contact.suppressed events for "
-            "new removals.")
-    p.add_argument("kind", choices=["hygiene"])
+            "new removals. `cost`: spend (Twilio's final prices apart from estimates), "
+            "failed-message fees and wasted spend, to stdout.")
+    p.add_argument("kind", choices=["hygiene", "cost"])
+    p.add_argument("--since", type=_date, default=None,
+                   help="cost: first day, by send time (YYYY-MM-DD)")
+    p.add_argument("--until", type=_date, default=None, help="cost: end, exclusive (YYYY-MM-DD)")
+    p.add_argument("--by", choices=["day", "sender", "category", "country", "carrier"],
+                   default="day", help="cost: one row per ... [day]")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                   help="cost: output format [table]")
     p.add_argument("--out", type=Path, default=None,
                    help="directory for the files [SMSLEDGER_DATA_DIR/reports]")
     p.add_argument("--notify-url", default="", help="POST a JSON summary here "
