@@ -42,12 +42,15 @@ def _params(query: str, prices: PriceTable, **values: Any) -> dict[str, Any]:
 
 
 def cost_by(con: duckdb.DuckDBPyConnection, prices: PriceTable, by: str = "day",
-            since: datetime | None = None, until: datetime | None = None) -> pd.DataFrame:
+            since: datetime | None = None, until: datetime | None = None, *,
+            sender: str | None = None, category: str | None = None,
+            country: str | None = None) -> pd.DataFrame:
     """Spend per day, sender, category, country or carrier (``by``; anything else: one row
-    ``all``), by send time in [since, until)."""
+    ``all``), by send time in [since, until), optionally of one sender, category, country."""
     query = _queries()["cost_by"]
-    frame: pd.DataFrame = con.execute(query, _params(query, prices, by=by, since=since,
-                                                     until=until)).df()
+    frame: pd.DataFrame = con.execute(query, _params(
+        query, prices, by=by, since=since, until=until, sender=sender, category=category,
+        country=country)).df()
     return frame
 
 

@@ -29,6 +29,9 @@ base AS (
     CROSS JOIN fallback f
     WHERE ($since IS NULL OR coalesce(m.sent_at, m.first_seen_at) >= $since)
       AND ($until IS NULL OR coalesce(m.sent_at, m.first_seen_at) < $until)
+      AND ($sender IS NULL OR coalesce(m.from_number, m.messaging_service_sid) = $sender)
+      AND ($category IS NULL OR m.category = $category)
+      AND ($country IS NULL OR coalesce(n.country, i.country) = $country)
 ),
 estimated AS (
     SELECT *,
