@@ -79,6 +79,16 @@ class Block:
     detail: str          # the keyword or the suppression reason
 
 
+async def consent_since(conn: asyncpg.Connection, phone: str) -> datetime | None:
+    """When the fact behind ``phone``'s current consent state (the latest opt-out or opt-in)
+    happened, or None if it has none."""
+    for row in await conn.fetch(sql("contact_state"), phone):
+        if row["kind"] == "consent":
+            since: datetime = row["occurred_at"]
+            return since
+    return None
+
+
 async def send_block(conn: asyncpg.Connection, phone: str) -> Block | None:
     """The reason ``phone`` may not be texted now, or None."""
     for row in await conn.fetch(sql("contact_state"), phone):

@@ -211,8 +211,9 @@ class TwilioSim:
             log.debug("status callback to %s failed (%s)", url, status)
 
     async def send_inbound(self, url: str, from_: str, to: str, body: str,
-                           sign_url: str | None = None) -> int:
-        """An SMS from ``from_`` to our number ``to``, posted to the inbound webhook."""
+                           sign_url: str | None = None, **extra: str) -> int:
+        """An SMS from ``from_`` to our number ``to``, posted to the inbound webhook (with
+        ``extra`` fields, e.g. Advanced Opt-Out's ``OptOutType``)."""
         word = body.strip().upper()
         if word in ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE",
                     "OPTOUT"):
@@ -220,11 +221,24 @@ class TwilioSim:
         elif word in ("START", "YES", "UNSTOP"):
             self.opted_out.discard(from_)
         number = self.number(from_)
-        params = {"MessageSid": sid("SM"), "AccountSid": self.config.account_sid,
+        message_sid = sid("SM")
+        # Like Twilio, the Message resource exists before the webhook is called: the ingester
+        # fetches it to confirm a consent change.
+        now = rfc2822(datetime.now(UTC))
+        self.messages[message_sid] = {
+            "account_sid": self.config.account_sid, "api_version": "2010-04-01", "body": body,
+            "date_created": now, "date_updated": now, "date_sent": now, "direction": "inbound",
+            "error_code": None, "error_message": None, "from": from_,
+            "messaging_service_sid": None, "num_media": "0",
+            "num_segments": str(segments(body)), "price": None, "price_unit": "USD",
+            "sid": message_sid, "status": "received", "to": to,
+            "uri": f"/2010-04-01/Accounts/{self.config.account_sid}/Messages/{message_sid}.json"}
+        params = {"MessageSid": message_sid, "AccountSid": self.config.account_sid,
                   "From": from_, "To": to, "Body": body, "NumMedia": "0",
                   "NumSegments": str(segments(body)), "SmsStatus": "received",
                   "ApiVersion": "2010-04-01", "FromCountry": number.country}
         params["SmsSid"] = params["SmsMessageSid"] = params["MessageSid"]
+        params.update(extra)
         status = await self.post_signed(url, params, sign_url)
         if 200 <= status < 300:
             self.stats.inbound_sent += 1

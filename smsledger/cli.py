@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from analytics.hygiene import RulesError
+from analytics.report import ReportRefused
 from schema.migrate import MigrationError, migrate_url
 from schema.settings import Settings, SettingsError, redact_url, settings_help
 from smsledger import devdb
@@ -428,7 +429,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(settings)
         result: int = args.func(args, settings)
         return result
-    except (SettingsError, MigrationError, devdb.DatabaseNotFound, RulesError) as exc:
+    except (SettingsError, MigrationError, devdb.DatabaseNotFound, RulesError,
+            ReportRefused) as exc:
         print(f"smsledger {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
