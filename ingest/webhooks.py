@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -20,18 +22,41 @@ from aiohttp import hdrs, web
 from ingest.append import GroupCommitAppender
 from ingest.forms import FORM_TYPE, BadRequest, check_twilio_shapes, load_json, parse_form
 from ingest.metrics import IngestMetrics
-from ingest.signature import WebhookSigner, algorithm_of
+from ingest.signature import UnknownKey, WebhookVerifier
 from schema import events
 from schema.events import Event, InvalidEvent, PayloadValue
 from schema.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", IngestMetrics)
-SIGNER = web.AppKey("signer", WebhookSigner)
+SIGNER = web.AppKey("signer", WebhookVerifier)
 APPENDER = web.AppKey("appender", GroupCommitAppender)
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
 SIGNATURE_SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
+
+log = logging.getLogger("smsledger.ingest.webhooks")
+
+
+def signature_ok(request: web.Request, url: str, params: Mapping[str, str | Sequence[str]],
+                 signature: str) -> bool:
+    """Whether one of the configured secrets signed the request (counted by which one); 403
+    when the SharedKey id it names is not configured (logged with the id, never a secret)."""
+    app = request.app
+    try:
+        matched = app[SIGNER].verify(url, params, signature,
+                                     request.headers.get(SIGNATURE_SETTINGS_HEADER))
+    except UnknownKey as exc:
+        key_id = exc.key_id[:64]  # a header: bounded and repr'd, so it cannot forge log lines
+        log.warning("webhook to %s names SharedKey id %r, which is not in "
+                    "SMSLEDGER_WEBHOOK_SHARED_KEYS (403)", request.path, key_id)
+        raise BadRequest(403, "signature_unknown_key",
+                         f"{SIGNATURE_SETTINGS_HEADER} names key {key_id!r}, which is not "
+                         "configured (SMSLEDGER_WEBHOOK_SHARED_KEYS)") from None
+    if matched is None:
+        return False
+    app[METRICS].signatures.labels(secret=matched).inc()
+    return True
 
 
 # A host name or IPv4/IPv6 address, and a port of at most 5 digits (checked below 65536).
@@ -147,8 +172,7 @@ async def signed_form(request: web.Request) -> dict[str, PayloadValue]:
         raise BadRequest(403, "signature_missing", f"missing {SIGNATURE_HEADER}")
     if not signature.isascii():   # a byte such as 0xFF: no base64 signature
         raise BadRequest(400, "malformed_header", f"{SIGNATURE_HEADER} is not base64")
-    algorithm = algorithm_of(headers.get(SIGNATURE_SETTINGS_HEADER))
-    if not app[SIGNER].verify(public_url(settings, request), fields, signature, algorithm):
+    if not signature_ok(request, public_url(settings, request), fields, signature):
         raise BadRequest(403, "signature_invalid",
                          f"{SIGNATURE_HEADER} does not match (is SMSLEDGER_PUBLIC_URL the URL "
                          "Twilio calls?)")
@@ -169,11 +193,10 @@ async def signed_json(request: web.Request) -> Any:
     if not declared:
         raise BadRequest(403, "signature_invalid", "a JSON webhook URL must carry bodySHA256")
     actual = hashlib.sha256(body).hexdigest()
-    algorithm = algorithm_of(request.headers.get(SIGNATURE_SETTINGS_HEADER))
     body_ok = declared.isascii() and hmac.compare_digest(actual.encode(),
                                                          declared.lower().encode())
     url = public_url(settings, request)
-    if not request.app[SIGNER].verify(url, {}, signature, algorithm) or not body_ok:
+    if not body_ok or not signature_ok(request, url, {}, signature):
         raise BadRequest(403, "signature_invalid",
                          f"{SIGNATURE_HEADER} or bodySHA256 does not match")
     return load_json(body)
