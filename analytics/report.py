@@ -72,11 +72,28 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+class ReportRefused(PermissionError):
+    """The report cannot be written where asked; the message says why. (An OSError: the
+    worker logs it and goes on, as for a full disk.)"""
+
+
+def refuse_symlinks(*paths: Path) -> None:
+    """A report holds whole phone numbers: it is not written through a symbolic link that
+    someone else may have planted where it goes (the directory or any of its files)."""
+    for path in paths:
+        if path.is_symlink():
+            raise ReportRefused(f"{path} is a symbolic link; refusing to write a report "
+                                "through it (remove it, or choose another --out)")
+
+
 def write_files(rows: list[dict[str, Any]], counts: dict[str, int], out_dir: Path,
                 rules: HygieneRules, now: datetime) -> tuple[Path, Path]:
+    refuse_symlinks(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     csv_path, html_path = out_dir / f"hygiene-{stamp}.csv", out_dir / f"hygiene-{stamp}.html"
+    refuse_symlinks(csv_path, html_path, out_dir / "hygiene-latest.csv",
+                    out_dir / "hygiene-latest.html")
     with csv_path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(COLUMNS)

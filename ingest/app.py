@@ -6,6 +6,8 @@ stopped there, in reverse order: the flushers write what is queued before the po
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 from aiohttp import web
 
-from ingest import ops, send, webhooks
+from ingest import consent, ops, send, webhooks
 from ingest.append import FLUSHERS, GroupCommitAppender, Overloaded, StoreUnavailable, Unstorable
 from ingest.forms import BadRequest
 from ingest.metrics import IngestMetrics
@@ -31,7 +33,48 @@ def _error(status: int, message: str, extra: dict[str, object] | None = None) ->
     return web.json_response({"error": message, **(extra or {})}, status=status)
 
 
-def guarded(handler: Handler, metrics: IngestMetrics) -> Handler:
+class Refusals:
+    """Refused requests counted by reason, for one INFO line a minute: each refusal is logged at
+    DEBUG only, since under attack they come by the thousand."""
+
+    EVERY_S = 60.0
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def add(self, reason: str) -> None:
+        self.counts[reason] += 1
+
+    def report(self) -> None:
+        if self.counts:
+            total = sum(self.counts.values())
+            by_reason = ", ".join(f"{r} {n}" for r, n in self.counts.most_common())
+            log.info("refused %d requests in the last %.0f s (%s)", total, self.EVERY_S,
+                     by_reason)
+            self.counts.clear()
+
+
+REFUSALS = web.AppKey("refusals", Refusals)
+
+
+async def _refusals_ctx(app: web.Application) -> AsyncIterator[None]:
+    refusals = app[REFUSALS]
+
+    async def every_minute() -> None:
+        while True:
+            await asyncio.sleep(refusals.EVERY_S)
+            refusals.report()
+
+    task = asyncio.create_task(every_minute())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        refusals.report()
+
+
+def guarded(handler: Handler, metrics: IngestMetrics, refusals: Refusals) -> Handler:
     """Wrap a POST handler: refusals become clear JSON errors and are counted, and every
     acknowledgement is timed. (A wrapper, not a middleware: it costs less per request.)
 
@@ -44,9 +87,17 @@ def guarded(handler: Handler, metrics: IngestMetrics) -> Handler:
             response = await handler(request)
         except BadRequest as exc:
             metrics.rejects.labels(reason=exc.reason).inc()
-            log.info("refused %s %s: %s (%d)", request.method, request.path, exc.reason,
-                     exc.status)
-            return _error(exc.status, exc.message, exc.extra)
+            refusals.add(exc.reason)
+            log.debug("refused %s %s: %s (%d)", request.method, request.path, exc.reason,
+                      exc.status)
+            refused = _error(exc.status, exc.message, exc.extra)
+            if exc.close:
+                # The answer goes out, then the connection is closed at once: aiohttp would
+                # otherwise linger up to 10 s reading the unread rest of the body.
+                await refused.prepare(request)
+                await refused.write_eof()
+                request.protocol.force_close()
+            return refused
         except Overloaded:
             metrics.rejects.labels(reason="overloaded").inc()
             log.warning("refused %s %s: commit queue full (503)", request.method, request.path)
@@ -128,16 +179,20 @@ def create_app(settings: Settings) -> web.Application:
     app[webhooks.SETTINGS] = settings
     metrics = app[webhooks.METRICS] = IngestMetrics()
     app[webhooks.SIGNER] = WebhookVerifier.from_settings(settings)
+    app[webhooks.SLOW_READERS] = webhooks.SlowReaders(settings.max_slow_readers,
+                                                      settings.body_timeout_s)
+    refusals = app[REFUSALS] = Refusals()
+    app.cleanup_ctx.append(_refusals_ctx)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_twilio_ctx)
     for path, handler in (("/twilio/status", webhooks.status_callback),
-                          ("/twilio/inbound", webhooks.inbound_message),
+                          ("/twilio/inbound", consent.inbound_message),
                           ("/twilio/events", webhooks.event_stream),
                           ("/v1/messages", send.send_message),
                           ("/v1/events/sent", send.record_sent),
                           ("/v1/verify/start", send.verify_start),
                           ("/v1/verify/check", send.verify_check)):
-        app.router.add_post(path, guarded(handler, metrics))
+        app.router.add_post(path, guarded(handler, metrics, refusals))
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)
     app.router.add_get("/metrics", ops.metrics)

@@ -244,6 +244,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_form_fields", "SMSLEDGER_MAX_FORM_FIELDS", "256",
             "Most fields a webhook form may have (Twilio's largest, an MMS with 10 media, has "
             "about 50); more get 400 before the signature is checked.", _positive_int),
+    Setting("body_timeout_s", "SMSLEDGER_BODY_TIMEOUT_S", "10",
+            "Seconds a request's body may take to arrive once its headers have; slower ones get "
+            "408 and the connection is closed.", _positive_float),
+    Setting("max_slow_readers", "SMSLEDGER_MAX_SLOW_READERS", "64",
+            "Requests whose body is still arriving after their headers, at most at once; more "
+            "get 503 at once.", _positive_int),
     Setting("queue_size", "SMSLEDGER_QUEUE_SIZE", "20000",
             "Events waiting for the group commit; when full, requests get 503 at once.",
             _positive_int),
@@ -330,6 +336,8 @@ class Settings:
     data_dir: Path
     max_body_bytes: int
     max_form_fields: int
+    body_timeout_s: float
+    max_slow_readers: int
     queue_size: int
     batch_max: int
     db_pool_size: int

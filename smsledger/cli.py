@@ -37,6 +37,7 @@ import click
 from click.core import ParameterSource
 
 from analytics.hygiene import RulesError
+from analytics.report import ReportRefused
 from schema.migrate import MigrationError, migrate_url
 from schema.settings import SETTINGS, Setting, Settings, SettingsError, redact_url, settings_table
 from smsledger import devdb
@@ -48,7 +49,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # Errors that mean "this could not be done, and here is why": one line on stderr, exit 2.
 KNOWN_ERRORS: tuple[type[Exception], ...] = (SettingsError, MigrationError,
-                                             devdb.DatabaseNotFound, RulesError)
+                                             devdb.DatabaseNotFound, RulesError,
+                                             ReportRefused)
 _BY_FIELD = {s.field: s for s in SETTINGS}
 
 
