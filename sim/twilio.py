@@ -91,6 +91,10 @@ class TwilioSim:
         self.scoped_opt_outs: set[tuple[str, str]] = set()
         self.opted_out: set[str] = set()
         self.verifications: dict[str, dict[str, Any]] = {}
+        # Message Feedback: the SIDs created with ProvideFeedback=true, and every feedback
+        # posted (message SID -> its outcomes, in order).
+        self.feedback_requested: set[str] = set()
+        self.feedback: dict[str, list[str]] = {}
         self.inbox: dict[str, list[str]] = {}
         self.stats = SimStats()
         self._validator = RequestValidator(config.auth_token)
@@ -287,6 +291,8 @@ class TwilioSim:
                          "message": text.get(outcome.create_error, "Message refused")}
         self.messages[message["sid"]] = message
         self.stats.created += 1
+        if form.get("ProvideFeedback", "").lower() == "true":
+            self.feedback_requested.add(message["sid"])
         callback = form.get("StatusCallback", "")
         self._schedule(message, outcome, callback)
         return 201, message
@@ -335,6 +341,19 @@ class TwilioSim:
             message["date_sent"] = rfc2822(now)
         else:
             message.update(error_code=code, price="-0.00790")
+
+    def post_feedback(self, message_sid: str, outcome: str) -> tuple[int, dict[str, Any]]:
+        """Twilio's Message Feedback create: (HTTP status, JSON body)."""
+        message = self.messages.get(message_sid)
+        if message is None:
+            return 404, {"code": 20404, "message": "The requested resource was not found"}
+        if outcome not in ("confirmed", "unconfirmed"):
+            return 400, {"code": 21205, "message": f"Invalid Outcome: {outcome}"}
+        self.feedback.setdefault(message_sid, []).append(outcome)
+        now = rfc2822(datetime.now(UTC))
+        return 201, {"account_sid": self.config.account_sid, "message_sid": message_sid,
+                     "outcome": outcome, "date_created": now, "date_updated": now,
+                     "uri": message["uri"].replace(".json", "/Feedback.json")}
 
     # -- Verify ------------------------------------------------------------------------------
     def start_verification(self, to: str, channel: str) -> dict[str, Any]:
@@ -442,6 +461,17 @@ async def messages_list(request: web.Request) -> web.Response:
         "previous_page_uri": None, "uri": request.path_qs})
 
 
+async def feedback_create(request: web.Request) -> web.Response:
+    sim = request.app[SIM]
+    if request.match_info["account"] != sim.config.account_sid:
+        return twilio_error(404, 20404, "The requested resource was not found")
+    form = await request.post()
+    status, body = sim.post_feedback(request.match_info["sid"], str(form.get("Outcome", "")))
+    if status != 201:
+        return twilio_error(status, body["code"], body["message"])
+    return web.json_response(body, status=201)
+
+
 async def lookup(request: web.Request) -> web.Response:
     sim = request.app[SIM]
     raw = request.match_info["number"]
@@ -516,6 +546,7 @@ def create_sim_app(sim: TwilioSim) -> web.Application:
     app.router.add_post(prefix + "/Messages.json", messages_create)
     app.router.add_get(prefix + "/Messages.json", messages_list)
     app.router.add_get(prefix + "/Messages/{sid}.json", messages_fetch)
+    app.router.add_post(prefix + "/Messages/{sid}/Feedback.json", feedback_create)
     app.router.add_get("/v2/PhoneNumbers/{number}", lookup)
     app.router.add_post("/v2/Services/{service}/Verifications", verification_create)
     app.router.add_post("/v2/Services/{service}/VerificationCheck", verification_check)
