@@ -135,6 +135,9 @@ class TwilioSim:
         for _, message in sorted(history, key=lambda item: item[0]):
             message["uri"] = (f"/2010-04-01/Accounts/{self.config.account_sid}/Messages/"
                               f"{message['sid']}.json")
+            message["subresource_uris"] = {
+                "media": message["uri"].replace(".json", "/Media.json"),
+                "feedback": message["uri"].replace(".json", "/Feedback.json")}
             self.messages[message["sid"]] = message
 
     # -- the world ---------------------------------------------------------------------------
@@ -279,7 +282,9 @@ class TwilioSim:
         }
         message["uri"] = (f"/2010-04-01/Accounts/{self.config.account_sid}/Messages/"
                           f"{message['sid']}.json")
-        message["subresource_uris"] = {"media": message["uri"].replace(".json", "/Media.json")}
+        message["subresource_uris"] = {
+            "media": message["uri"].replace(".json", "/Media.json"),
+            "feedback": message["uri"].replace(".json", "/Feedback.json")}
         if outcome.create_error is not None:
             # Since April 2024 a create-time failure is stored as a Message resource too.
             message.update(status="failed", error_code=outcome.create_error)
@@ -358,25 +363,33 @@ class TwilioSim:
     # -- Verify ------------------------------------------------------------------------------
     def start_verification(self, to: str, channel: str) -> dict[str, Any]:
         code = "".join(self.rng.choice(string.digits) for _ in range(6))
-        now = rfc2822(datetime.now(UTC))
-        verification = {"sid": sid("VE"), "service_sid": self.config.verify_service_sid,
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")   # Verify speaks ISO 8601
+        verification_sid = sid("VE")
+        service = self.config.verify_service_sid
+        verification = {"sid": verification_sid, "service_sid": service,
                         "account_sid": self.config.account_sid, "to": to, "channel": channel,
                         "status": "pending", "valid": False, "date_created": now,
                         "date_updated": now, "lookup": {}, "amount": None, "payee": None,
                         "send_code_attempts": [{"time": now, "channel": channel}],
-                        "sna": None, "url": None}
+                        "sna": None, "url": (f"https://verify.twilio.com/v2/Services/{service}"
+                                             f"/Verifications/{verification_sid}")}
         self.verifications[to] = {**verification, "code": code}
         self.inbox.setdefault(to, []).append(f"Your verification code is: {code}")
         return verification
 
     def check_verification(self, to: str, code: str) -> dict[str, Any] | None:
+        """A VerificationCheck resource (its own shape, not the Verification's)."""
         pending = self.verifications.get(to)
         if pending is None or pending["status"] != "pending":
             return None
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         if code == pending["code"]:
-            pending.update(status="approved", valid=True)
-        result = {k: v for k, v in pending.items() if k != "code"}
-        return result
+            pending.update(status="approved", valid=True, date_updated=now)
+        return {"sid": pending["sid"], "service_sid": pending["service_sid"],
+                "account_sid": pending["account_sid"], "to": to, "channel": pending["channel"],
+                "status": pending["status"], "valid": pending["valid"], "amount": None,
+                "payee": None, "date_created": pending["date_created"],
+                "date_updated": pending["date_updated"], "sna_attempts_error_codes": []}
 
 
 SIM = web.AppKey("sim", TwilioSim)
