@@ -54,7 +54,7 @@ def signature_ok(request: web.Request, url: str, params: Mapping[str, str | Sequ
                          "configured (SMSLEDGER_WEBHOOK_SHARED_KEYS)") from None
     if matched is None:
         return False
-    app[METRICS].signatures.inc(secret=matched)
+    app[METRICS].signatures.labels(secret=matched).inc()
     return True
 
 
@@ -120,7 +120,7 @@ async def signed_form(request: web.Request) -> dict[str, PayloadValue]:
     body = body_here(request, FORM_TYPE, settings.max_body_bytes)
     if body is None:  # read_body, without a coroutine frame for the usual whole body
         body = await _read_rest(request, settings.max_body_bytes)
-    fields = parse_form(body)
+    fields = parse_form(body, settings.max_form_fields)
     headers = request.headers
     signature = headers.get(SIGNATURE_HEADER, "")
     if not signature:

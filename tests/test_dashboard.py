@@ -184,3 +184,20 @@ def test_empty_snapshot_has_empty_states(tmp_path: Path, monkeypatch: pytest.Mon
     goto(at, "unreachable")
     assert "No flagged numbers" in at.success[0].value
     st.cache_resource.clear()
+
+
+def test_cost_page_shows_final_prices_apart_from_estimates(app: AppTest,
+                                                           snapshot_dir: Path) -> None:
+    goto(app, "cost")
+    [(final, priced, messages)] = sql(snapshot_dir, """
+        SELECT sum(p.price)::DOUBLE, count(p.message_sid), count(*)
+        FROM messages m LEFT JOIN prices p USING (message_sid)""")
+    assert priced > 50 and messages > priced      # some still estimated (queued, sent)
+    shown = metrics(app)
+    assert shown["Final (Twilio's price)"] == f"${final:,.4f}"
+    assert shown["Estimated"] != "$0.0000"
+    assert "a month" in app.info[0].value
+    assert len(app.get("vega_lite_chart")) == 1
+    by_country = app.dataframe[0].value
+    assert by_country["final_usd"].sum() == pytest.approx(final)
+    assert by_country["messages"].sum() == messages
