@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 from aiohttp import web
 
-from ingest import consent, ops, send, webhooks
+from ingest import consent, ops, otp, send, webhooks
 from ingest.append import FLUSHERS, GroupCommitAppender, Overloaded, StoreUnavailable, Unstorable
 from ingest.forms import BadRequest
 from ingest.metrics import IngestMetrics
@@ -191,7 +191,8 @@ def create_app(settings: Settings) -> web.Application:
                           ("/v1/messages", send.send_message),
                           ("/v1/events/sent", send.record_sent),
                           ("/v1/verify/start", send.verify_start),
-                          ("/v1/verify/check", send.verify_check)):
+                          ("/v1/verify/check", send.verify_check),
+                          ("/v1/otp/confirm", otp.confirm)):
         app.router.add_post(path, guarded(handler, metrics, refusals))
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)

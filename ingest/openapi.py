@@ -103,7 +103,8 @@ SPEC: dict[str, Any] = {
                 "category": {"enum": sorted(CATEGORIES)},
                 "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 20}}}),
             "responses": {"201": {"description": "sent and recorded"},
-                          "409": _error("recipient opted out or suppressed"),
+                          "409": _error("recipient opted out or suppressed (the body's "
+                                        "`scope` says which scope refused)"),
                           "502": _error("Twilio unreachable; nothing sent or stored"),
                           **V1_ERRORS}}},
         "/v1/events/sent": {"post": {
@@ -129,6 +130,16 @@ SPEC: dict[str, Any] = {
             "responses": {"200": {"description": "approved or pending"},
                           "404": _error("no pending verification"),
                           "502": _error("Twilio unreachable"), **V1_ERRORS}}},
+        "/v1/otp/confirm": {"post": {
+            "summary": "The user used an OTP: Twilio Message Feedback outcome=confirmed, and "
+                       "otp.confirmed (once per message)", "security": [{"apiKey": []}],
+            "requestBody": _json({"type": "object", "required": ["sid"], "properties": {
+                "sid": {"type": "string", "pattern": "^(SM|MM)[0-9a-f]{32}$"}}}),
+            "responses": {"200": {"description": "already confirmed; Twilio not called again"},
+                          "201": {"description": "feedback posted and otp.confirmed stored"},
+                          "404": _error("no such message sent or recorded"),
+                          "409": _error("the message is not an OTP"),
+                          "502": _error("Twilio unreachable; nothing stored"), **V1_ERRORS}}},
         "/healthz": {"get": {"summary": "The process is up",
                              "responses": {"200": {"description": "ok"}}}},
         "/readyz": {"get": {"summary": "ready / degraded (spooling) / unavailable",

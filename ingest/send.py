@@ -219,6 +219,9 @@ async def send_message(request: web.Request) -> web.Response:
         kwargs["messaging_service_sid"] = service
     if media:
         kwargs["media_url"] = media
+    if category == "otp":
+        # Twilio then takes Message Feedback (/v1/otp/confirm) for its OTP conversion reports.
+        kwargs["provide_feedback"] = True
     requested_at = datetime.now(UTC)
     try:
         message = await request.app[TWILIO].messages.create_async(**kwargs)

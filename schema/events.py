@@ -38,6 +38,7 @@ class EventType(enum.StrEnum):
     VERIFICATION_STARTED = "verification.started"
     VERIFICATION_CHECKED = "verification.checked"
     NUMBER_LOOKED_UP = "number.looked_up"
+    OTP_CONFIRMED = "otp.confirmed"
     MESSAGE_PRICED = "message.priced"
 
 
@@ -322,6 +323,17 @@ def number_looked_up(*, phone: str, carrier_name: str | None, line_type: str | N
                  "mobile_country_code": mobile_country_code,
                  "mobile_network_code": mobile_network_code, "error_code": error_code},
         phone=phone, error_code=error_code)
+
+
+def otp_confirmed(*, sid: str, phone: str | None, outcome: str,
+                  requested_at: datetime) -> Event:
+    """The user used the OTP that message ``sid`` carried, and Twilio's Message Feedback was
+    told so (``outcome=confirmed``). One per message: the key is the SID."""
+    return Event(
+        type=EventType.OTP_CONFIRMED, idempotency_key=f"otp.confirmed:{sid}",
+        source=Source.API, occurred_at=requested_at, received_at=utc_now(),
+        payload={"sid": sid, "outcome": outcome}, message_sid=sid, phone=phone,
+        status=outcome)
 
 
 CLOUD_STATUS_PREFIX = "com.twilio.messaging.message."

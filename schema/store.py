@@ -120,3 +120,26 @@ def _block(row: Any, scope: str) -> Block | None:
         detail = json.loads(row["payload"]).get("reason", "")
         return Block("suppressed", row["received_at"], detail, "account")
     return None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OtpState:
+    """A message as /v1/otp/confirm sees it."""
+    sent: bool               # a message.sent is stored for it
+    phone: str | None
+    category: str | None
+    confirmed: bool          # otp.confirmed is already stored
+
+
+async def otp_state(conn: asyncpg.Connection, sid: str) -> OtpState:
+    rows = await conn.fetch(sql("otp_confirm_state"), sid)
+    sent = [r for r in rows if r["type"] == "message.sent"]
+    return OtpState(sent=bool(sent), phone=sent[0]["phone"] if sent else None,
+                    category=sent[0]["category"] if sent else None,
+                    confirmed=any(r["type"] == "otp.confirmed" for r in rows))
+
+
+async def lock_for(conn: asyncpg.Connection, key: str) -> None:
+    """A transaction-scoped advisory lock on ``key``: one holder at a time across every
+    process on this database, released at commit or rollback."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
