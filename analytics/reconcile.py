@@ -29,6 +29,7 @@ from twilio.base.exceptions import TwilioRestException
 
 from schema import store
 from schema.events import TERMINAL_STATUSES, Event, InvalidEvent, Source, api_message
+from schema.private_files import private_dir, write_private
 
 log = logging.getLogger("smsledger.analytics.reconcile")
 
@@ -129,9 +130,9 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def _save_checkpoint(path: Path, next_page_url: str | None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"next_page_url": next_page_url}))
+    write_private(tmp, json.dumps({"next_page_url": next_page_url}).encode())
     tmp.replace(path)
 
 

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from analytics.hygiene import RulesError
+from schema import roles
 from schema.migrate import MigrationError, migrate_url
+from schema.private_files import private_umask, secure_data_dir
 from schema.settings import Settings, SettingsError, redact_url, settings_help
 from smsledger import devdb
 from smsledger.logs import setup_logging
@@ -155,9 +157,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
         raise SettingsError(str(exc)) from None
 
     async def main() -> Any:
-        import asyncpg
-
-        pg = await asyncpg.connect(settings.database_url)
+        pg = await roles.connect_as(settings.database_url, roles.WORKER_ROLE)
         try:
             return await hygiene_report(con, pg, config.rules,
                                         args.out or settings.data_dir / "reports",
@@ -177,15 +177,13 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
 def _with_twilio(settings: Settings, job: Callable[[Any, Any], Any]) -> Any:
     """Run ``job(twilio_client, pg_connection)`` with both opened and closed around it."""
-    import asyncpg
-
     from twilio_api.client import make_client
 
     settings.require("database_url", "twilio_account_sid", "twilio_auth_token")
 
     async def main() -> Any:
         client, http = make_client(settings)
-        pg = await asyncpg.connect(settings.database_url)
+        pg = await roles.connect_as(settings.database_url, roles.WORKER_ROLE)
         try:
             return await job(client, pg)
         finally:
@@ -241,7 +239,6 @@ def _date(text: str) -> Any:
 
 
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
-    import asyncpg
     from twilio.base.exceptions import TwilioException
 
     from analytics.reconcile import backfill_api, backfill_files
@@ -255,7 +252,7 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
         settings.require("database_url")
 
         async def files() -> Any:
-            pg = await asyncpg.connect(settings.database_url)
+            pg = await roles.connect_as(settings.database_url, roles.WORKER_ROLE)
             try:
                 return await backfill_files(pg, args.files)
             finally:
@@ -421,14 +418,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # First of all: whatever this process (and its children: PostgreSQL, Streamlit, DuckDB)
+    # creates holds personal data, and is for this user only.
+    private_umask()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
         setup_logging(settings)
+        tightened = secure_data_dir(settings.data_dir)
+        if tightened:
+            log.warning("made %d files and directories under %s private (0600/0700)",
+                        tightened, settings.data_dir)
         result: int = args.func(args, settings)
         return result
-    except (SettingsError, MigrationError, devdb.DatabaseNotFound, RulesError) as exc:
+    except (SettingsError, MigrationError, devdb.DatabaseNotFound, RulesError,
+            roles.RoleMissing) as exc:
         print(f"smsledger {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
