@@ -5,8 +5,10 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import common
+from dashboard.auth import gate
 
 st.set_page_config(page_title="smsledger", page_icon=":material/sms:", layout="wide")
+gate()   # who may see anything below: dashboard/auth.py
 
 PAGES = [
     st.Page("views/overview.py", title="Overview", icon=":material/monitoring:", default=True),

@@ -125,6 +125,11 @@ def _text(name: str, raw: str) -> str:
     return raw
 
 
+def _names(name: str, raw: str) -> tuple[str, ...]:
+    """A comma-separated list, lower-cased, blanks dropped."""
+    return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     field: str
@@ -210,6 +215,29 @@ SETTINGS: tuple[Setting, ...] = (
             "1: the dashboard shows whole phone numbers; 0: only their last 4 digits.", _flag),
     Setting("log_level", "SMSLEDGER_LOG_LEVEL", "INFO",
             "DEBUG, INFO, WARNING or ERROR.", _log_level),
+    Setting("dashboard_password", "SMSLEDGER_DASHBOARD_PASSWORD", "",
+            "Password for the dashboard when no OpenID Connect provider is configured. "
+            "Empty (and no provider): the dashboard listens on 127.0.0.1 only.", secret=True),
+    Setting("oidc_metadata_url", "SMSLEDGER_OIDC_METADATA_URL", "",
+            "OpenID Connect discovery URL of the identity provider the dashboard signs in "
+            "with (e.g. https://accounts.google.com/.well-known/openid-configuration); with "
+            "it, SMSLEDGER_OIDC_CLIENT_ID and SMSLEDGER_OIDC_CLIENT_SECRET.",
+            _optional_http_url),
+    Setting("oidc_client_id", "SMSLEDGER_OIDC_CLIENT_ID", "",
+            "The dashboard's client ID at the identity provider."),
+    Setting("oidc_client_secret", "SMSLEDGER_OIDC_CLIENT_SECRET", "",
+            "The dashboard's client secret at the identity provider.", secret=True),
+    Setting("dashboard_users", "SMSLEDGER_DASHBOARD_USERS", "",
+            "Who may see the dashboard after signing in with the provider: e-mail addresses "
+            "and @domains, comma-separated (empty: anyone the provider signs in).", _names),
+    Setting("dashboard_url", "SMSLEDGER_DASHBOARD_URL", "",
+            "The dashboard's URL as browsers reach it (the sign-in's return address is this "
+            "plus /oauth2callback; its host name is allowed). Empty: "
+            "http://localhost:PORT.", _optional_http_url),
+    Setting("dashboard_hosts", "SMSLEDGER_DASHBOARD_HOSTS", "localhost,127.0.0.1,::1",
+            "Host names the dashboard answers to (requests for any other Host header are "
+            "refused: DNS rebinding), comma-separated; the host of SMSLEDGER_DASHBOARD_URL "
+            "is added.", _names),
 )
 
 
@@ -243,6 +271,13 @@ class Settings:
     reconcile_after_s: float = 600.0
     show_numbers: bool = False
     log_level: str = "INFO"
+    dashboard_password: Secret = dataclasses.field(default_factory=lambda: Secret(""))
+    oidc_metadata_url: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: Secret = dataclasses.field(default_factory=lambda: Secret(""))
+    dashboard_users: tuple[str, ...] = ()
+    dashboard_url: str = ""
+    dashboard_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import gc
 import logging
-import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -282,15 +281,9 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
-    import dashboard
+    from smsledger import dashboard_cmd
 
-    app = Path(dashboard.__file__).parent / "app.py"
-    argv = [sys.executable, "-m", "streamlit", "run", str(app),
-            "--server.port", str(args.port), "--server.address", args.host,
-            "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--server.fileWatcherType", "none", "--global.developmentMode", "false"]
-    # exec, not a child: a SIGTERM for this process reaches Streamlit itself.
-    os.execv(sys.executable, argv)
+    return dashboard_cmd.run(args, settings)
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -379,7 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("dashboard", cmd_dashboard, "Run the Streamlit dashboard on the published "
             "snapshot (SMSLEDGER_DATA_DIR/analytics.duckdb).")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; another than 127.0.0.1 needs "
+                        "SMSLEDGER_DASHBOARD_PASSWORD or SMSLEDGER_OIDC_* [127.0.0.1]")
     p.add_argument("--port", type=int, default=8501, help="port [8501]")
 
     p = add("simulate", cmd_simulate,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from schema.settings import Settings
+from schema.settings import SETTINGS, Settings
 
 
 class ScrubSecrets(logging.Filter):
@@ -29,8 +29,8 @@ class ScrubSecrets(logging.Filter):
 def setup_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(ScrubSecrets([settings.twilio_auth_token.reveal(),
-                                    settings.api_key.reveal()]))
+    handler.addFilter(ScrubSecrets([getattr(settings, s.field).reveal() for s in SETTINGS
+                                    if s.secret]))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
