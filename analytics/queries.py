@@ -16,6 +16,13 @@ import pandas as pd
 
 OTP_SLOW_MEDIAN_S = 8.0   # users start giving up near 10 s
 
+# The final statuses that count as delivered and as failed (fixed SQL fragments). Some segments
+# of a partially_delivered message arrived: the handset exists and receives, so it counts as
+# delivered. canceled (withdrawn before sending) is neither: it is not in the delivery rate,
+# whose denominator is the messages with an outcome, and its segments are not counted as sent.
+DELIVERED = "('delivered', 'read', 'partially_delivered')"
+FAILED = "('undelivered', 'failed')"
+
 DIMENSIONS = {
     "day": "date_trunc('day', coalesce(sent_at, first_seen_at))",
     "hourly": "date_trunc('hour', coalesce(sent_at, first_seen_at))",
@@ -78,15 +85,17 @@ def _df(con: duckdb.DuckDBPyConnection, query: str, params: list[Any]) -> pd.Dat
 def overview(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> dict[str, Any]:
     where, params = f.where()
     row = con.execute(f"""
-        SELECT count(*), count(*) FILTER (WHERE status IN ('delivered', 'read')),
-               count(*) FILTER (WHERE status IN ('undelivered', 'failed')),
-               median(latency_s) FILTER (WHERE category = 'otp'), sum(segments)
+        SELECT count(*), count(*) FILTER (WHERE status IN {DELIVERED}),
+               count(*) FILTER (WHERE status IN {FAILED}),
+               median(latency_s) FILTER (WHERE category = 'otp'),
+               sum(segments) FILTER (WHERE status IS DISTINCT FROM 'canceled'),
+               count(*) FILTER (WHERE status = 'canceled')
         FROM message_facts WHERE {where}
     """, params).fetchone()  # noqa: S608 (fixed clauses, bound values)
     assert row is not None
-    sends, delivered, failed, otp_p50, segments = row
+    sends, delivered, failed, otp_p50, segments, canceled = row
     finished = delivered + failed
-    return {"sends": sends, "delivered": delivered, "failed": failed,
+    return {"sends": sends, "delivered": delivered, "failed": failed, "canceled": canceled,
             "delivery_rate": delivered / finished if finished else None,
             "otp_median_s": otp_p50, "segments": segments or 0}
 
@@ -99,8 +108,8 @@ def delivery_by(con: duckdb.DuckDBPyConnection, dim: str, f: Filters = Filters()
     where, params = f.where()
     return _df(con, f"""
         SELECT {key} AS {dim}, count(*) AS messages,
-               count(*) FILTER (WHERE status IN ('delivered', 'read')) AS delivered,
-               count(*) FILTER (WHERE status IN ('undelivered', 'failed')) AS failed,
+               count(*) FILTER (WHERE status IN {DELIVERED}) AS delivered,
+               count(*) FILTER (WHERE status IN {FAILED}) AS failed,
                delivered / nullif(delivered + failed, 0) AS delivery_rate,
                median(latency_s) AS median_latency_s
         FROM message_facts WHERE {where}
@@ -118,7 +127,7 @@ def status_funnel(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.
                 WHERE {where} AND (first_sent_at IS NOT NULL OR delivered_at IS NOT NULL
                                    OR failed_at IS NOT NULL)
             UNION ALL SELECT 3, 'delivered', count(*) FROM message_facts
-                WHERE {where} AND status IN ('delivered', 'read')
+                WHERE {where} AND status IN {DELIVERED}
         ) ORDER BY o
     """, params * 3)  # noqa: S608
 

@@ -14,11 +14,13 @@ DATABASE_URL to a user that is a member of the roles and owns nothing.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
 INGEST_ROLE = "smsledger_app"      # SELECT, INSERT on events
 WORKER_ROLE = "smsledger_worker"   # SELECT, INSERT on events; owns schema smsledger_lake
+READER_ROLE = "smsledger_reader"   # SELECT on the worker's tables in smsledger_lake only
 LAKE_SCHEMA = "smsledger_lake"     # the DuckLake catalog's tables (owned by WORKER_ROLE)
 
 
@@ -32,9 +34,20 @@ def server_settings(role: str) -> dict[str, str]:
 
 
 def libpq_options(role: str) -> str:
-    """The same for a libpq connection string (e.g. DuckDB's postgres or DuckLake attach):
+    """The same for a libpq connection (e.g. DuckDB's postgres or DuckLake attach):
     ``options='-c role=smsledger_worker'``."""
     return f"-c role={role}"
+
+
+def libpq_url(url: str, role: str) -> str:
+    """``url`` (postgresql://...) with ``options=-c role=<role>`` added to its query, for libpq
+    clients such as ``ATTACH 'ducklake:postgres:<url>'`` (checked with DuckLake 1.5: the
+    worker's catalog tables are then owned by smsledger_worker, and a reader attached as
+    smsledger_reader cannot commit a write)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "options"]
+    query.append(("options", libpq_options(role)))
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
 
 
 def explain(role: str, exc: BaseException) -> RoleMissing:

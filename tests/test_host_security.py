@@ -194,6 +194,15 @@ async def test_worker_connection_cannot_update_delete_or_drop_but_owns_the_lake_
         await conn.execute("CREATE TABLE smsledger_lake.probe (x int)")
         await conn.execute("INSERT INTO smsledger_lake.probe VALUES (1)")
         await conn.execute("ALTER TABLE smsledger_lake.probe ADD COLUMN y text")
+        reader = await roles.connect_as(db_url, roles.READER_ROLE)
+        try:   # readers of the model see the worker's tables and change nothing
+            assert await reader.fetchval("SELECT x FROM smsledger_lake.probe") == 1
+            for statement in ("INSERT INTO smsledger_lake.probe VALUES (2)",
+                              "DROP TABLE smsledger_lake.probe", "SELECT 1 FROM events"):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await reader.execute(statement)
+        finally:
+            await reader.close()
         await conn.execute("DROP TABLE smsledger_lake.probe")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute("CREATE TABLE public.probe (x int)")
@@ -204,3 +213,14 @@ async def test_worker_connection_cannot_update_delete_or_drop_but_owns_the_lake_
 async def test_a_database_without_the_roles_is_a_clear_error(db_url: str) -> None:
     with pytest.raises(roles.RoleMissing, match="smsledger migrate"):
         await roles.connect_as(db_url, "smsledger_no_such_role")
+
+
+def test_a_libpq_client_takes_the_role_from_the_url(db_url: str) -> None:
+    """What DuckDB's postgres / DuckLake attach uses: libpq, here through psql."""
+    url = roles.libpq_url(db_url, roles.READER_ROLE)
+    done = subprocess.run(["psql", url, "-Atc", "SELECT current_user"], capture_output=True,
+                          text=True, timeout=30, check=False)
+    assert done.stdout.strip() == roles.READER_ROLE, done.stderr
+    done = subprocess.run(["psql", url, "-Atc", "SELECT count(*) FROM events"],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode != 0 and "permission denied" in done.stderr
