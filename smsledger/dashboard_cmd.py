@@ -13,9 +13,7 @@ refuses requests whose Host header is not one of its names (DNS rebinding).
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import secrets
 import sys
 from pathlib import Path
@@ -71,9 +69,11 @@ def prepare(settings: Settings, host: str, port: int) -> tuple[list[str], str]:
             "--server.port", str(port), "--server.address", host,
             "--server.headless", "true", "--browser.gatherUsageStats", "false",
             "--server.fileWatcherType", "none", "--global.developmentMode", "false",
+            # No Deploy button (it offers to publish to Streamlit's cloud); Streamlit's own
+            # log lines follow SMSLEDGER_LOG_LEVEL like every other part.
+            "--client.toolbarMode", "minimal", "--logger.level", settings.log_level.lower(),
             # No tracebacks or exception messages in the browser: they show code and data.
-            "--client.showErrorDetails", "none",
-            "--client.toolbarMode", "viewer"]
+            "--client.showErrorDetails", "none"]
     if mode == "oidc":
         write_private(secrets_file, secrets_toml(settings, port).encode())
         # Only our file: a secrets.toml in the working directory must not replace [auth].
@@ -89,8 +89,3 @@ def prepare(settings: Settings, host: str, port: int) -> tuple[list[str], str]:
     return argv, said
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    argv, said = prepare(settings, args.host, args.port)
-    print(said, file=sys.stderr, flush=True)
-    # exec, not a child: a SIGTERM for this process reaches Streamlit itself.
-    os.execv(sys.executable, argv)
