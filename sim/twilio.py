@@ -66,6 +66,7 @@ class SimConfig:
     reorder_rate: float = 0.05       # final status sent before "sent"
     verify_service_sid: str = "VA" + "0" * 32
     history_days: int = 0            # Message resources already there from past days
+    price_delay_s: float = 60.0      # Twilio fills in `price` this long after the final status
     our_number: str = "+15005550006"
     # What the simulated Console has configured (``smsledger doctor`` reads it back): our
     # number's "A message comes in" URL and, for a Messaging Service, its inbound and status
@@ -133,7 +134,9 @@ class TwilioSim:
                     "direction": "outbound-api", "error_code": outcome.error_code,
                     "error_message": None, "from": self.config.our_number,
                     "messaging_service_sid": None, "num_media": "0", "num_segments": "1",
-                    "price": "-0.00790", "price_unit": "USD", "sid": sid("SM"),
+                    "price": world.price(number.country, 1, False, status,
+                                         outcome.error_code),
+                    "price_unit": "USD", "sid": sid("SM"),
                     "status": status, "to": number.e164}))
         for _, message in sorted(history, key=lambda item: item[0]):
             message["uri"] = (f"/2010-04-01/Accounts/{self.config.account_sid}/Messages/"
@@ -303,6 +306,8 @@ class TwilioSim:
             # Since April 2024 a create-time failure is stored as a Message resource too.
             message.update(status="failed", error_code=outcome.create_error)
             self.messages[message["sid"]] = message
+            asyncio.get_running_loop().call_later(
+                self.config.price_delay_s * self.config.time_scale, self._price, message)
             self.stats.create_errors += 1
             text = {21610: "Attempt to send to unsubscribed recipient",
                     21614: f"'To' number {to} is not a valid mobile number"}
@@ -357,7 +362,16 @@ class TwilioSim:
         if status == "sent":
             message["date_sent"] = rfc2822(now)
         else:
-            message.update(error_code=code, price="-0.00790")
+            message.update(error_code=code)
+            # Twilio fills the price in later (up to 24 h), and no webhook says so.
+            asyncio.get_running_loop().call_later(
+                self.config.price_delay_s * self.config.time_scale, self._price, message)
+
+    def _price(self, message: dict[str, Any]) -> None:
+        country = self.number(message["to"]).country
+        message["price"] = world.price(country, int(message["num_segments"] or 1),
+                                       message["sid"].startswith("MM"), message["status"],
+                                       message["error_code"])
 
     # -- Verify ------------------------------------------------------------------------------
     def start_verification(self, to: str, channel: str) -> dict[str, Any]:

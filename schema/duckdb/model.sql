@@ -70,6 +70,16 @@ CREATE TABLE IF NOT EXISTS messages (
     updated_at             TIMESTAMPTZ
 );
 
+-- Twilio's final price per message (message.priced; the latest wins), apart from the
+-- estimate analytics/cost.py makes from the price table until it arrives.
+CREATE TABLE IF NOT EXISTS prices (
+    message_sid  VARCHAR NOT NULL,          -- unique by construction (apply_prices.sql)
+    price        DECIMAL(18, 6) NOT NULL,   -- money paid, positive
+    price_unit   VARCHAR,
+    priced_at    TIMESTAMPTZ,
+    position     BIGINT NOT NULL
+);
+
 -- Per number, what Python knows from the number itself (country, the phonenumbers carrier
 -- hint) and what Lookup v2 said, if it was asked.
 CREATE TABLE IF NOT EXISTS number_info (
