@@ -74,10 +74,15 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def _tighten(path: Path, mode: int) -> bool:
-    current = stat.S_IMODE(os.lstat(path).st_mode)
-    if current & 0o077:
-        os.chmod(path, current & ~0o077 | (mode & 0o700))
-        return True
+    """Take the group's and others' bits off ``path``; False if there were none, or if the
+    file went away meanwhile (the worker replaces snapshots and WAL files as we walk)."""
+    try:
+        current = stat.S_IMODE(os.lstat(path).st_mode)
+        if current & 0o077:
+            os.chmod(path, current & ~0o077 | (mode & 0o700))
+            return True
+    except FileNotFoundError:
+        pass
     return False
 
 
@@ -100,10 +105,7 @@ def secure_tree(root: Path) -> int:
             except FileNotFoundError:    # a file replaced while we walk (a snapshot, a WAL)
                 continue
             if stat.S_ISREG(mode):
-                try:
-                    fixed += _tighten(path, FILE_MODE)
-                except FileNotFoundError:
-                    continue
+                fixed += _tighten(path, FILE_MODE)
     return fixed
 
 
