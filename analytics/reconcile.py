@@ -36,6 +36,7 @@ from schema.events import (
     api_message,
     consent_from_resource,
 )
+from schema.private_files import private_dir, write_private
 
 log = logging.getLogger("smsledger.analytics.reconcile")
 
@@ -158,9 +159,9 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def _save_checkpoint(path: Path, next_page_url: str | None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"next_page_url": next_page_url}))
+    write_private(tmp, json.dumps({"next_page_url": next_page_url}).encode())
     tmp.replace(path)
 
 

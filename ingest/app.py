@@ -21,6 +21,7 @@ from ingest.forms import BadRequest
 from ingest.metrics import IngestMetrics
 from ingest.signature import WebhookVerifier
 from ingest.spool import Spool
+from schema import roles
 from schema.settings import Settings, SettingsError, redact_url
 from twilio_api.client import make_client
 
@@ -130,9 +131,12 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[webhooks.SETTINGS]
     # No connection at creation (min_size=0): the ingester starts, and spools, even while
     # PostgreSQL is down. The flushers keep one connection each: one more at least for the rest.
+    # Every pooled connection acts as the append-and-read role from its startup packet on: it
+    # cannot UPDATE, DELETE or DROP events or their triggers (schema/roles.py).
     pool = await asyncpg.create_pool(settings.database_url, min_size=0,
                                      max_size=max(settings.db_pool_size, FLUSHERS + 1),
-                                     timeout=5, reset=_keep_session)
+                                     timeout=5, reset=_keep_session,
+                                     server_settings=roles.server_settings(roles.INGEST_ROLE))
     assert pool is not None
     try:
         async with pool.acquire(timeout=5) as conn:
@@ -140,6 +144,9 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
                 raise SettingsError("the event store has no `events` table: run "
                                     "`smsledger migrate`")
         log.info("event store ready at %s", redact_url(settings.database_url))
+    except roles.ROLE_ERRORS as exc:
+        await pool.close()
+        raise SettingsError(str(roles.explain(roles.INGEST_ROLE, exc))) from None
     except (OSError, TimeoutError, asyncpg.InterfaceError,
             asyncpg.CannotConnectNowError) as exc:
         log.warning("PostgreSQL at %s is unreachable (%s): accepting events into the spool "

@@ -160,6 +160,11 @@ def _shared_keys(name: str, raw: str) -> str:
     return raw
 
 
+def _names(name: str, raw: str) -> tuple[str, ...]:
+    """A comma-separated list, lower-cased, blanks dropped."""
+    return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+
+
 def _path(name: str, raw: str) -> Path:
     return Path(raw)
 
@@ -172,6 +177,7 @@ _METAVARS: dict[Callable[[str, str], Any], str] = {
     _positive_int: "INTEGER", _off_or_positive_int: "INTEGER", _positive_float: "SECONDS",
     _off_or_positive_float: "SECONDS", _http_url: "URL", _optional_http_url: "URL",
     _database_url: "URL", _flag: "0|1", _log_level: "LEVEL", _path: "PATH", _optional_path: "PATH",
+    _names: "A,B,...",
 }
 
 
@@ -314,6 +320,29 @@ SETTINGS: tuple[Setting, ...] = (
             "1: the dashboard shows whole phone numbers; 0: only their last 4 digits.", _flag),
     Setting("log_level", "SMSLEDGER_LOG_LEVEL", "INFO",
             "DEBUG, INFO, WARNING or ERROR.", _log_level),
+    Setting("dashboard_password", "SMSLEDGER_DASHBOARD_PASSWORD", "",
+            "Password for the dashboard when no OpenID Connect provider is configured. "
+            "Empty (and no provider): the dashboard listens on 127.0.0.1 only.", secret=True),
+    Setting("oidc_metadata_url", "SMSLEDGER_OIDC_METADATA_URL", "",
+            "OpenID Connect discovery URL of the identity provider the dashboard signs in "
+            "with (e.g. https://accounts.google.com/.well-known/openid-configuration); with "
+            "it, SMSLEDGER_OIDC_CLIENT_ID and SMSLEDGER_OIDC_CLIENT_SECRET.",
+            _optional_http_url),
+    Setting("oidc_client_id", "SMSLEDGER_OIDC_CLIENT_ID", "",
+            "The dashboard's client ID at the identity provider."),
+    Setting("oidc_client_secret", "SMSLEDGER_OIDC_CLIENT_SECRET", "",
+            "The dashboard's client secret at the identity provider.", secret=True),
+    Setting("dashboard_users", "SMSLEDGER_DASHBOARD_USERS", "",
+            "Who may see the dashboard after signing in with the provider: e-mail addresses "
+            "and @domains, comma-separated (empty: anyone the provider signs in).", _names),
+    Setting("dashboard_url", "SMSLEDGER_DASHBOARD_URL", "",
+            "The dashboard's URL as browsers reach it (the sign-in's return address is this "
+            "plus /oauth2callback; its host name is allowed). Empty: "
+            "http://localhost:PORT.", _optional_http_url),
+    Setting("dashboard_hosts", "SMSLEDGER_DASHBOARD_HOSTS", "localhost,127.0.0.1,::1",
+            "Host names the dashboard answers to (requests for any other Host header are "
+            "refused: DNS rebinding), comma-separated; the host of SMSLEDGER_DASHBOARD_URL "
+            "is added.", _names),
 )
 
 
@@ -363,6 +392,13 @@ class Settings:
     twilio_auth_token_secondary: Secret
     webhook_shared_keys: Secret
     opt_out_scope: str
+    dashboard_password: Secret
+    oidc_metadata_url: str
+    oidc_client_id: str
+    oidc_client_secret: Secret
+    dashboard_users: tuple[str, ...]
+    dashboard_url: str
+    dashboard_hosts: tuple[str, ...]
 
     def __init__(self, **values: Any) -> None:
         """Every setting not given takes the table's default (parsed as from the environment)."""

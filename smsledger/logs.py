@@ -8,7 +8,7 @@ import sys
 
 from aiohttp.http_exceptions import HttpProcessingError
 
-from schema.settings import Settings
+from schema.settings import SETTINGS, Settings
 
 MASK = "**********"
 # A secret cut short (aiohttp ends a long header value it quotes with "...") still leaks what
@@ -81,7 +81,8 @@ class ScrubbingFormatter(logging.Formatter):
 
 
 def setup_logging(settings: Settings) -> None:
-    scrubber = ScrubSecrets([settings.twilio_auth_token.reveal(), settings.api_key.reveal()])
+    scrubber = ScrubSecrets([getattr(settings, s.field).reveal() for s in SETTINGS
+                             if s.secret])
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(ScrubbingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
                                             scrubber))
