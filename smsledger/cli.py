@@ -94,6 +94,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 def _worker_config(args: argparse.Namespace, settings: Settings, once: bool) -> Any:
     from analytics.hygiene import load_rules
     from analytics.worker import WorkerConfig
+    from smsledger.alerts_cmd import alerts_config
 
     settings.require("database_url")
     return WorkerConfig(
@@ -108,7 +109,8 @@ def _worker_config(args: argparse.Namespace, settings: Settings, once: bool) -> 
         notify_url=getattr(args, "notify_url", "") or settings.notify_url, once=once,
         reconcile_every_s=settings.reconcile_every_s,
         reconcile_after_s=settings.reconcile_after_s,
-        crash_after_batches=getattr(args, "crash_after_batches", 0))
+        crash_after_batches=getattr(args, "crash_after_batches", 0),
+        alerts=alerts_config(settings))
 
 
 def cmd_rollup(args: argparse.Namespace, settings: Settings) -> int:
