@@ -15,6 +15,7 @@ import asyncpg
 import duckdb
 
 from analytics.alerts import AlertEngine, AlertRules, IngestStatus
+from analytics.ingest_probe import IngestProbe
 
 if TYPE_CHECKING:
     from analytics.notify import Notifier
@@ -40,6 +41,7 @@ class Alerting:
         self.engine = AlertEngine(config.rules, shipped())
         self._tasks: list[asyncio.Task[None]] = []
         self.notifier: Notifier | None = None
+        self._probe = IngestProbe(config.ingest_url) if config.ingest_url else None
 
     def start(self) -> Alerting:
         """Start the background tasks (the notifier sends what a killed worker left pending)."""
@@ -62,7 +64,8 @@ class Alerting:
                 pass
 
     async def probe(self) -> IngestStatus | None:
-        return None
+        """The ingester's state (None when SMSLEDGER_INGEST_URL is unset)."""
+        return await self._probe.read() if self._probe is not None else None
 
     async def after_rollup(self, duck: duckdb.DuckDBPyConnection, pg: asyncpg.Connection,
                            now: datetime | None = None) -> None:

@@ -293,7 +293,8 @@ class IngestDegraded:
             end=ctx.ends[0], bad=spooling and for_s > rule["max_spool_s"], observed=for_s,
             baseline=rule["max_spool_s"], sample=status.spool_depth,
             text=(f"The ingester has been answering from its spool for {for_s:.0f} s "
-                  f"({status.spool_depth} events waiting): PostgreSQL is down or slow"),
+                  f"({status.spool_depth} events waiting): PostgreSQL is down or slow"
+                  if spooling else "The ingester writes to PostgreSQL again (spool empty)"),
             evidence={"spool_events": status.spool_depth, "degraded": status.degraded})
         last, self._last = self._last, status
         if last is None:

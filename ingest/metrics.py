@@ -80,6 +80,9 @@ class IngestMetrics:
                                   "Events already stored (retries, duplicated callbacks).")
         self.rejects = Counter("smsledger_requests_rejected_total",
                                "Requests refused, by reason.")
+        self.signatures = Counter("smsledger_webhook_signatures_total",
+                                  "Webhook signatures accepted, by the secret that matched "
+                                  "(auth_token, auth_token_secondary, shared_key).")
         self.batch_size = Histogram("smsledger_commit_batch_events",
                                     "Events per group-commit transaction.",
                                     (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000))
@@ -103,7 +106,8 @@ class IngestMetrics:
 
     def render(self) -> str:
         lines: list[str] = []
-        for metric in (self.appended, self.duplicates, self.rejects, self.batch_size,
+        for metric in (self.appended, self.duplicates, self.rejects, self.signatures,
+                       self.batch_size,
                        self.ack_latency, self.queue_depth, self.db_errors, self.spooled,
                        self.replayed, self.spool_bytes, self.spool_events, self.degraded):
             lines.extend(metric.render())

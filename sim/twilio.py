@@ -67,6 +67,13 @@ class SimConfig:
     verify_service_sid: str = "VA" + "0" * 32
     history_days: int = 0            # Message resources already there from past days
     our_number: str = "+15005550006"
+    # What the simulated Console has configured (``smsledger doctor`` reads it back): our
+    # number's "A message comes in" URL and, for a Messaging Service, its inbound and status
+    # callback URLs. Empty: not configured.
+    number_sms_url: str = ""
+    messaging_service_sid: str = ""
+    service_inbound_url: str = ""
+    service_status_callback: str = ""
 
 
 @dataclasses.dataclass
@@ -161,12 +168,28 @@ class TwilioSim:
         if self._session is not None:
             await self._session.close()
 
-    async def drain(self, timeout_s: float = 30) -> None:
-        """Wait until every scheduled callback has been posted."""
+    @property
+    def pending(self) -> int:
+        """Callbacks scheduled or being posted."""
+        return len(self._timers) + len(self._tasks)
+
+    async def drain(self, timeout_s: float = 30) -> tuple[int, int]:
+        """Wait up to ``timeout_s`` for every scheduled callback to be posted; drop (cancel)
+        what is still pending then. Returns (callbacks waited for, callbacks dropped)."""
+        waited = self.pending
         deadline = asyncio.get_running_loop().time() + timeout_s
         # A poll, not an Event: timers and tasks come and go from many places.
-        while (self._timers or self._tasks) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+        while self.pending and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
+        dropped = self.pending
+        for timer in list(self._timers):
+            timer.cancel()
+        self._timers.clear()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return waited, dropped
 
     # -- signed posts, like Twilio -----------------------------------------------------------
     def signed_headers(self, url: str, params: dict[str, str]) -> dict[str, str]:
@@ -483,6 +506,67 @@ async def verification_check(request: web.Request) -> web.Response:
     return web.json_response(result, status=201)
 
 
+def _account_json(sim: TwilioSim) -> dict[str, Any]:
+    sid_ = sim.config.account_sid
+    return {"sid": sid_, "owner_account_sid": sid_, "friendly_name": "Simulated account",
+            "status": "active", "type": "Full", "auth_token": None,
+            "date_created": rfc2822(datetime(2020, 1, 1, tzinfo=UTC)),
+            "date_updated": rfc2822(datetime(2020, 1, 1, tzinfo=UTC)),
+            "uri": f"/2010-04-01/Accounts/{sid_}.json", "subresource_uris": {}}
+
+
+async def account_fetch(request: web.Request) -> web.Response:
+    sim = request.app[SIM]
+    if request.match_info["account"] != sim.config.account_sid:
+        return twilio_error(404, 20404, "The requested resource was not found")
+    return web.json_response(_account_json(sim))
+
+
+async def incoming_numbers_list(request: web.Request) -> web.Response:
+    """Our own number(s), as the Console configured them; ``PhoneNumber`` filters."""
+    sim = request.app[SIM]
+    if request.match_info["account"] != sim.config.account_sid:
+        return twilio_error(404, 20404, "The requested resource was not found")
+    ours = sim.config.our_number
+    wanted = request.query.get("PhoneNumber")
+    rows = [] if wanted not in (None, ours) else [{
+        "sid": "PN" + hashlib.sha256(ours.encode()).hexdigest()[:32],
+        "account_sid": sim.config.account_sid, "phone_number": ours,
+        "friendly_name": ours, "sms_url": sim.config.number_sms_url or None,
+        "sms_method": "POST", "sms_fallback_url": None, "status_callback": None,
+        "capabilities": {"sms": True, "mms": True, "voice": True, "fax": False},
+        "status": "in-use", "api_version": "2010-04-01"}]
+    return web.json_response({
+        "incoming_phone_numbers": rows, "page": 0, "page_size": 50, "start": 0,
+        "end": max(0, len(rows) - 1), "first_page_uri": request.path_qs, "next_page_uri": None,
+        "previous_page_uri": None, "uri": request.path_qs})
+
+
+async def messaging_service_fetch(request: web.Request) -> web.Response:
+    sim = request.app[SIM]
+    service = request.match_info["service"]
+    if not sim.config.messaging_service_sid or service != sim.config.messaging_service_sid:
+        return twilio_error(404, 20404, "The requested resource was not found")
+    return web.json_response({
+        "sid": service, "account_sid": sim.config.account_sid,
+        "friendly_name": "Simulated service",
+        "inbound_request_url": sim.config.service_inbound_url or None,
+        "inbound_method": "POST", "use_inbound_webhook_on_number": False,
+        "status_callback": sim.config.service_status_callback or None,
+        "url": f"https://messaging.twilio.com/v1/Services/{service}", "links": {}})
+
+
+async def verify_service_fetch(request: web.Request) -> web.Response:
+    sim = request.app[SIM]
+    service = request.match_info["service"]
+    if service != sim.config.verify_service_sid:
+        return twilio_error(404, 20404, "The requested resource was not found")
+    return web.json_response({
+        "sid": service, "account_sid": sim.config.account_sid,
+        "friendly_name": "Simulated Verify", "code_length": 6,
+        "url": f"https://verify.twilio.com/v2/Services/{service}", "links": {}})
+
+
 async def inbox(request: web.Request) -> web.Response:
     """Not Twilio: what a phone received (Verify codes), for tests and the demo driver."""
     return web.json_response(request.app[SIM].inbox.get(request.match_info["number"], []))
@@ -503,6 +587,10 @@ def create_sim_app(sim: TwilioSim) -> web.Application:
 
     app.cleanup_ctx.append(lifecycle)
     prefix = "/2010-04-01/Accounts/{account}"
+    app.router.add_get(prefix + ".json", account_fetch)
+    app.router.add_get(prefix + "/IncomingPhoneNumbers.json", incoming_numbers_list)
+    app.router.add_get("/v1/Services/{service}", messaging_service_fetch)
+    app.router.add_get("/v2/Services/{service}", verify_service_fetch)
     app.router.add_post(prefix + "/Messages.json", messages_create)
     app.router.add_get(prefix + "/Messages.json", messages_list)
     app.router.add_get(prefix + "/Messages/{sid}.json", messages_fetch)

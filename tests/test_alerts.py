@@ -288,3 +288,36 @@ def test_rules_file_errors_name_the_field(tmp_path: Path) -> None:
     with pytest.raises(AlertRulesError, match="unknown rule rules.no_such_rule"):
         load_alert_rules(DETECTORS, bad)
     assert load_alert_rules(DETECTORS).version
+
+
+async def test_ingest_degraded_from_the_ingesters_metrics(
+        db: asyncpg.Connection, ingest: Any) -> None:
+    """The probe reads the real ingester's /metrics; the spool in use past max_spool_s opens,
+    a shorter spell (a near miss) does not, and a rising 403 share opens its own alert."""
+    from analytics.alerts import IngestStatus
+    from analytics.ingest_probe import IngestProbe, parse_metrics
+
+    live = await IngestProbe(str(ingest.make_url("/"))).read()
+    assert live.reachable and not live.degraded and live.spool_depth == 0
+    engine = AlertEngine(only("ingest_degraded"), shipped())
+    duck = duckdb.connect()
+    t0 = datetime.now().astimezone()
+
+    async def at(s: float, status: IngestStatus) -> list[str]:
+        return [e.payload["segment"]["code"] for e in
+                await engine.evaluate(duck, db, t0 + timedelta(seconds=s), status)]
+
+    spooling = IngestStatus(reachable=True, degraded=True, spool_depth=40)
+    assert await at(0, spooling) == []
+    assert await at(60, spooling) == []                    # a minute: a near miss
+    assert await at(70, live) == []                        # recovered
+    assert await at(80, spooling) == []
+    assert await at(250, spooling) == ["spool"]            # 170 s > 120 s
+    assert await at(260, live) == ["spool"]                # resolved
+    text = ('smsledger_requests_rejected_total{reason="signature_invalid"} 2\n'
+            'smsledger_events_appended_total 110\n')
+    assert await at(270, parse_metrics(text)) == []
+    text = ('smsledger_requests_rejected_total{reason="signature_invalid"} 52\n'
+            'smsledger_events_appended_total 120\n')
+    assert await at(280, parse_metrics(text)) == ["403"]   # 50 of 60 refused
+    duck.close()
