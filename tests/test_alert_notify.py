@@ -9,6 +9,7 @@ import collections
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -195,3 +196,40 @@ async def test_alerts_check_exits_3_while_open(db_url: str, db: asyncpg.Connecti
     again = run("check")          # nothing new: the same open alerts, no second opening
     assert again.returncode == 3
     assert len((await read_alert_log(db)).transitions) == len(found)
+
+
+async def test_email_through_a_real_smtp_server(db_url: str, db: asyncpg.Connection,
+                                                tmp_path: Path) -> None:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Message as MessageHandler
+
+    received: list[Any] = []
+
+    class Collect(MessageHandler):   # type: ignore[misc]
+        def handle_message(self, message: Any) -> None:
+            received.append(message)
+
+    with socket.socket() as probe:       # a free port (aiosmtpd's Controller wants a number)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(Collect(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        now = datetime.now(UTC)
+        await append(db, outage(now))
+        duck = await rolled_up(db_url, db, tmp_path / "model.duckdb")
+        rules = only("delivery_rate_drop")
+        opened = await AlertEngine(rules, shipped()).evaluate(duck, db, now)
+        duck.close()
+        url = f"smtp://127.0.0.1:{port}?from=alerts@example.test&to=ops@example.test"
+        notifier = Notifier(AlertsConfig(rules=rules, database_url=db_url, smtp_url=url))
+        assert await notifier.send_pending(db) == len(opened)
+        assert await notifier.send_pending(db) == 0
+    finally:
+        controller.stop()
+    assert len(received) == len(opened)
+    subjects = sorted(m["Subject"] for m in received)
+    assert all(s.startswith("[smsledger] OPEN delivery_rate_drop") for s in subjects)
+    assert {m["To"] for m in received} == {"ops@example.test"}
+    log = await read_alert_log(db)
+    assert {channel for channel, _key in log.notified} == {"email"}
