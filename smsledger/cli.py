@@ -256,6 +256,7 @@ def _worker_config(settings: Settings, once: bool, batch_size: int = 250_000,
                    crash_after_batches: int = 0) -> Any:
     from analytics.hygiene import load_rules
     from analytics.worker import WorkerConfig
+    from smsledger.alerts_cmd import alerts_config
 
     settings.require("database_url")
     return WorkerConfig(
@@ -268,7 +269,8 @@ def _worker_config(settings: Settings, once: bool, batch_size: int = 250_000,
         price_fill_every_s=settings.price_fill_every_s,
         price_fill_after_s=settings.price_fill_after_s,
         price_fill_limit=settings.price_fill_limit,
-        crash_after_batches=crash_after_batches)
+        crash_after_batches=crash_after_batches,
+        alerts=alerts_config(settings))
 
 
 _batch_size = click.option("--batch-size", type=click.IntRange(min=1), default=250_000,
@@ -289,7 +291,7 @@ def rollup(settings: Settings, once: bool, batch_size: int, crash_after_batches:
     from analytics.worker import run_worker
 
     config = _worker_config(settings, once, batch_size, crash_after_batches)
-    config.hygiene_every_s, config.lookup_limit = 0, 0
+    config.hygiene_every_s, config.lookup_limit, config.alerts = 0, 0, None
     result = asyncio.run(run_worker(config))
     click.echo(f"rollup: applied {result.events} events in {result.batches} batches; snapshot "
                f"{settings.data_dir / 'analytics.duckdb'}")
@@ -300,6 +302,7 @@ def rollup(settings: Settings, once: bool, batch_size: int, crash_after_batches:
        "hygiene_rules", "notify_url", "reconcile_every_s", "reconcile_after_s",
        "price_fill_every_s", "price_fill_after_s", "price_fill_limit",
        "twilio_account_sid", "twilio_auth_token", "twilio_api_url", "twilio_timeout_s",
+       "alert_rules", "alert_webhook_url", "smtp_url", "ingest_url", "worker_metrics_port",
        flags={"rollup_interval_s": "--interval", "hygiene_every_s": "--hygiene-every"})
 @click.option("--once", is_flag=True, help="one round, then exit")
 @_batch_size
@@ -326,6 +329,41 @@ def worker(settings: Settings, once: bool, batch_size: int) -> None:
                 await http.close()
 
     asyncio.run(main())
+
+
+@cli.group(invoke_without_command=True)
+@reads("database_url")
+@click.option("--all", "everything", is_flag=True, help="resolved alerts too")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+def alerts(settings: Settings, everything: bool, fmt: str) -> None:
+    """List the open alerts (--all: every alert) from the event log. `alerts check` evaluates
+    the rules once instead."""
+    from smsledger import alerts_cmd
+
+    if click.get_current_context().invoked_subcommand is None:
+        settings.require("database_url")
+        asyncio.run(alerts_cmd.list_alerts(settings, everything, fmt))
+
+
+@alerts.command("check")
+@reads("database_url", "data_dir", "alert_rules", "alert_webhook_url", "smtp_url")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+def alerts_check(settings: Settings, fmt: str) -> None:
+    """Evaluate the alert rules once on the published snapshot, append what changed, send the
+    pending notifications, print the open alerts; exit 3 when any is open, 0 otherwise (for
+    cron)."""
+    from analytics.snapshot import SnapshotMissing
+    from smsledger import alerts_cmd
+
+    settings.require("database_url")
+    try:
+        code = asyncio.run(alerts_cmd.check(settings, fmt))
+    except SnapshotMissing as exc:
+        raise Failed(str(exc)) from None
+    if code:
+        sys.exit(code)
 
 
 @cli.group()
