@@ -39,6 +39,9 @@ class EventType(enum.StrEnum):
     VERIFICATION_CHECKED = "verification.checked"
     NUMBER_LOOKED_UP = "number.looked_up"
     MESSAGE_PRICED = "message.priced"
+    ALERT_OPENED = "alert.opened"
+    ALERT_RESOLVED = "alert.resolved"
+    ALERT_NOTIFIED = "alert.notified"
 
 
 class Source(enum.StrEnum):
@@ -469,3 +472,36 @@ def message_priced_from(sid: str, price: Any, price_unit: Any, *, source: Source
     return message_priced(sid=sid, amount=amount, raw_price=str(price),
                           price_unit=str(price_unit or "USD"), source=source,
                           occurred_at=occurred_at)
+
+
+def alert_transition(kind: EventType, *, alert_id: str, rule: str, segment: Mapping[str, Any],
+                     window_s: float, window_end: datetime, observed: float | None,
+                     baseline: float | None, sample: int, evidence: Mapping[str, Any],
+                     text: str, opened_at: datetime | None = None) -> Event:
+    """``alert.opened`` or ``alert.resolved`` for one alert. ``alert_id`` names the rule, the
+    segment and which opening of that pair this is (``rule|segment|n``): two evaluators that
+    see the same change at once (the worker and ``smsledger alerts check``) build the same key,
+    so the log gets one event, never two open alerts for one rule and segment."""
+    now = utc_now()
+    return Event(
+        type=kind, idempotency_key=f"{kind}:{alert_id}", source=Source.ANALYTICS,
+        occurred_at=now, received_at=now,
+        payload={"alert_id": alert_id, "rule": rule, "segment": dict(segment),
+                 "window_s": window_s, "window_end": _timestamp(window_end),
+                 "observed": observed, "baseline": baseline, "sample": sample,
+                 "evidence": dict(evidence), "text": text,
+                 "opened_at": _timestamp(opened_at or now)})
+
+
+def alert_notified(*, transition_key: str, channel: str, alert_id: str,
+                   answer: str) -> Event:
+    """A transition's notification was accepted (a 2xx, or the SMTP server's 250) on
+    ``channel``: appended only afterwards, so a crash in between sends it again (at least
+    once; receivers dedupe by the ``id`` the payload carries)."""
+    now = utc_now()
+    return Event(
+        type=EventType.ALERT_NOTIFIED,
+        idempotency_key=f"{EventType.ALERT_NOTIFIED}:{channel}:{transition_key}",
+        source=Source.ANALYTICS, occurred_at=now, received_at=now,
+        payload={"transition": transition_key, "channel": channel, "alert_id": alert_id,
+                 "answer": answer})

@@ -102,6 +102,26 @@ def _optional_http_url(name: str, raw: str) -> str:
     return _http_url(name, raw) if raw else ""
 
 
+def _smtp_url(name: str, raw: str) -> str:
+    if not raw:
+        return ""
+    parts = urlsplit(raw)
+    query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname or not query.get("to") \
+            or not query.get("from"):
+        raise SettingsError(f"{name} must look like smtp://host:port?from=ADDR&to=ADDR")
+    return raw
+
+
+def _port(name: str, raw: str) -> int:
+    if raw.strip() == "0":
+        return 0
+    value = _positive_int(name, raw)
+    if value > 65535:
+        raise SettingsError(f"{name} must be a port number (1-65535) or 0, not {value}")
+    return value
+
+
 def _database_url(name: str, raw: str) -> str:
     if raw and urlsplit(raw).scheme not in ("postgres", "postgresql"):
         raise SettingsError(f"{name} must be a postgresql:// URL")
@@ -306,6 +326,22 @@ SETTINGS: tuple[Setting, ...] = (
             "starts to it get 409 and nothing is sent; 0: alerts only.", _flag),
     Setting("show_numbers", "SMSLEDGER_SHOW_NUMBERS", "0",
             "1: the dashboard shows whole phone numbers; 0: only their last 4 digits.", _flag),
+    Setting("alert_rules", "SMSLEDGER_ALERT_RULES", "",
+            "A TOML file of alert rules replacing the shipped ones (see "
+            "analytics/alert_rules.toml).", lambda _n, raw: Path(raw) if raw else None),
+    Setting("alert_webhook_url", "SMSLEDGER_ALERT_WEBHOOK_URL", "",
+            "POST each alert opening and resolution here as JSON (Slack-compatible `text`; "
+            "empty: don't).", _optional_http_url, secret=True),
+    Setting("smtp_url", "SMSLEDGER_SMTP_URL", "",
+            "Also mail each alert transition: smtp://[user:password@]host[:port]"
+            "?from=ADDR&to=ADDR[,ADDR] (smtps:// for TLS; empty: no mail).", _smtp_url,
+            secret=True),
+    Setting("ingest_url", "SMSLEDGER_INGEST_URL", "",
+            "The ingester's base URL: the worker reads its /metrics for the ingest_degraded "
+            "alert (spool in use, 403 share; empty: not watched).", _optional_http_url),
+    Setting("worker_metrics_port", "SMSLEDGER_WORKER_METRICS_PORT", "0",
+            "Serve the worker's Prometheus gauges (delivery rate, volume, OTP p50 per carrier "
+            "and per country) on 127.0.0.1:PORT/metrics (0: off).", _port),
     Setting("log_level", "SMSLEDGER_LOG_LEVEL", "INFO",
             "DEBUG, INFO, WARNING or ERROR.", _log_level),
 )
@@ -350,6 +386,11 @@ class Settings:
     price_fill_every_s: float
     price_fill_limit: int
     fraud_guard: bool
+    alert_rules: Path | None
+    alert_webhook_url: Secret
+    smtp_url: Secret
+    ingest_url: str
+    worker_metrics_port: int
     show_numbers: bool
     log_level: str
     twilio_auth_token_secondary: Secret

@@ -245,6 +245,7 @@ def _worker_config(settings: Settings, once: bool, batch_size: int = 250_000,
                    crash_after_batches: int = 0) -> Any:
     from analytics.hygiene import load_rules
     from analytics.worker import WorkerConfig
+    from smsledger.alerts_cmd import alerts_config
 
     settings.require("database_url")
     return WorkerConfig(
@@ -257,7 +258,7 @@ def _worker_config(settings: Settings, once: bool, batch_size: int = 250_000,
         price_fill_every_s=settings.price_fill_every_s,
         price_fill_after_s=settings.price_fill_after_s,
         price_fill_limit=settings.price_fill_limit,
-        crash_after_batches=crash_after_batches)
+        crash_after_batches=crash_after_batches, alerts=alerts_config(settings))
 
 
 _batch_size = click.option("--batch-size", type=click.IntRange(min=1), default=250_000,
