@@ -105,15 +105,27 @@ class Pumping:
     def _judge(self, ctx: Context, rule: Rule, r: dict[str, Any],
                base: Mapping[str | None, dict[str, Any]],
                first_seen: Mapping[str, float]) -> Observation:
-        sends, approvals = int(r["sends"]), int(r["approvals"])
-        conversion = approvals / sends
-        b = base.get(r["country"])
-        if b is None or b["sends"] < rule["baseline_min_sends"]:
-            b = base.get(None)          # the whole account's conversion
-        known = (b is not None and b["sends"] >= rule["baseline_min_sends"] and
-                 b["approvals"] / b["sends"] >= rule["min_baseline_conversion"])
-        baseline = b["approvals"] / b["sends"] if b is not None and b["sends"] else None
-        _low, high = wilson(approvals, sends, rule["z"])
+        sends = int(r["sends"])
+        # Conversion is judged on the channels whose baseline knows it: Verify (starts against
+        # approvals) and OTP messages (against confirmations), each with baseline_min_sends and
+        # a conversion of at least min_baseline_conversion in the country (else the account).
+        channels = []
+        for kind, done in (("verifications", "verify_approvals"),
+                           ("otp_messages", "otp_confirmed")):
+            for b in (base.get(r["country"]), base.get(None)):
+                if (b is not None and b[kind] >= rule["baseline_min_sends"] and
+                        b[done] / b[kind] >= rule["min_baseline_conversion"]):
+                    channels.append((int(r[kind]), int(r[done]), int(b[kind]), int(b[done])))
+                    break
+        tried = sum(c[0] for c in channels)
+        known = tried > 0
+        approvals = sum(c[1] for c in channels) if known else (
+            int(r["verify_approvals"]) + int(r["otp_confirmed"]))
+        tried = tried if known else sends
+        conversion = approvals / tried if tried else 0.0
+        base_sends = sum(c[2] for c in channels)
+        baseline = sum(c[3] for c in channels) / base_sends if base_sends else None
+        _low, high = wilson(approvals, tried, rule["z"])
         window_start = r["window_end"] - rule.window_s
         new = first_seen.get(r["prefix"], window_start) >= window_start
         signals: list[str] = []
@@ -132,15 +144,16 @@ class Pumping:
             run = f"…{start:04d}–…{start + int(r['longest_run']) - 1:04d}"
         evidence = {
             "signals": signals, "sends": sends, "verifications": int(r["verifications"]),
+            "otp_messages": int(r["otp_messages"]), "judged_sends": tried,
             "approvals": approvals, "conversion": round(conversion, 4),
             "conversion_upper_bound": round(high, 4),
             "baseline_conversion": None if baseline is None else round(baseline, 4),
-            "baseline_sends": int(b["sends"]) if b is not None else 0,
+            "baseline_sends": base_sends,
             "conversion_known": known, "numbers": int(r["numbers"]),
             "new_prefix": new, "longest_run": int(r["longest_run"]), "run": run,
             "fraud_block_codes": int(r["code_hits"]), "codes_seen": r["codes_seen"] or "",
         }
-        why = {"conversion_collapse": f"{approvals} of {sends} approved ({_pct(conversion)}, "
+        why = {"conversion_collapse": f"{approvals} of {tried} approved ({_pct(conversion)}, "
                                       f"usually {_pct(baseline)})",
                "new_prefix": "a prefix never texted before",
                "sequential_numbers": f"{r['longest_run']} consecutive numbers ({run})",

@@ -188,3 +188,44 @@ async def test_guard_refuses_during_the_alert_and_allows_after_it_resolves(
     status, _ = await post(client, "/v1/verify/start", {"to": victim})
     assert status == 201
     duck.close()
+
+
+def test_incident_specs_are_checked() -> None:
+    from sim.incidents import IncidentError, parse
+
+    staged = parse("pumping:+1206555@60+300")
+    assert (staged.kind, staged.target, staged.at_s, staged.duration_s) == (
+        "pumping", "+1206555", 60.0, 300.0)
+    assert staged.active(60) and staged.active(359) and not staged.active(360)
+    assert parse("pumping:+44740@5").duration_s is None
+    for bad, why in (("pumping@5", "needs a target"), ("pumping:1206@5", "the prefix must"),
+                     ("meteor:+1@5", "unknown incident"), ("pumping:+1206555", "use KIND")):
+        with pytest.raises(IncidentError, match=why):
+            parse(bad)
+
+
+async def test_simulated_pumping_incident_opens_the_alert(
+        db_url: str, db: asyncpg.Connection, tmp_path: Path,
+        guarded: tuple[TwilioSim, Any]) -> None:
+    from datetime import UTC
+
+    from sim.incidents import parse
+    from sim.traffic import Traffic, TrafficConfig
+
+    sim, client = guarded
+    traffic = Traffic(sim, TrafficConfig(
+        ingest_url=str(client.make_url("")).rstrip("/"),
+        public_url=client.server.app[fraud.SETTINGS].public_url, api_key=API_KEY,
+        our_number="+15005550006", rate=80, duration=1.5, seed=5, verify=True,
+        incidents=(parse(f"pumping:{ATTACK}@0"),)))
+    counts = await traffic.run()
+    pumped = sum(v for k, v in counts.items() if k.startswith("pumping verify http 201"))
+    assert pumped >= 60, counts
+    duck = await rolled_up(db_url, db, tmp_path / "i.duckdb")
+    opened = await AlertEngine(only("pumping"), shipped()).evaluate(
+        duck, db, datetime.now(UTC) + timedelta(seconds=1))
+    assert [e.payload["segment"]["prefix"] for e in opened] == [ATTACK]
+    evidence = opened[0].payload["evidence"]
+    assert "sequential_numbers" in evidence["signals"] and evidence["approvals"] == 0
+    assert evidence["verifications"] == pumped
+    duck.close()

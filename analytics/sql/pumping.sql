@@ -72,7 +72,9 @@ SELECT epoch(w.window_end) AS window_end, w.prefix,
        coalesce(any_value(i.country), 'unknown') AS country,
        count(*) AS sends,
        count(*) FILTER (WHERE w.verify) AS verifications,
-       count(*) FILTER (WHERE a.ref IS NOT NULL) AS approvals,
+       count(*) FILTER (WHERE w.verify AND a.ref IS NOT NULL) AS verify_approvals,
+       count(*) FILTER (WHERE NOT w.verify) AS otp_messages,
+       count(*) FILTER (WHERE NOT w.verify AND a.ref IS NOT NULL) AS otp_confirmed,
        count(DISTINCT w.phone) AS numbers,
        coalesce(any_value(r.longest_run), 0) AS longest_run,
        any_value(r.run_start) AS run_start,
@@ -104,16 +106,17 @@ WHERE list_contains($prefixes, prefix)
 GROUP BY prefix;
 
 -- name: pumping_baseline
--- OTP sends and approvals per country over [$since, $until), and over all countries (the
--- row whose country is NULL).
+-- Per country over [$since, $until), and over all countries (the row whose country is NULL):
+-- Verify starts and approvals, OTP messages and confirmations, apart (an account that never
+-- confirms its OTP messages still has a Verify conversion).
 WITH sends AS (
-    SELECT m.to_number AS phone, m.message_sid AS ref
+    SELECT m.to_number AS phone, m.message_sid AS ref, false AS verify
     FROM messages m
     WHERE m.category = 'otp'
       AND coalesce(m.sent_at, m.first_seen_at) >= to_timestamp($since)
       AND coalesce(m.sent_at, m.first_seen_at) < to_timestamp($until)
     UNION ALL
-    SELECT phone, detail FROM events
+    SELECT phone, detail, true FROM events
     WHERE type = 'verification.started'
       AND occurred_at >= to_timestamp($since) AND occurred_at < to_timestamp($until)
 ),
@@ -125,8 +128,11 @@ approvals AS (
     SELECT DISTINCT message_sid FROM events
     WHERE type = 'otp.confirmed' AND occurred_at >= to_timestamp($since)
 )
-SELECT coalesce(i.country, 'unknown') AS country, count(*) AS sends,
-       count(a.ref) AS approvals
+SELECT coalesce(i.country, 'unknown') AS country,
+       count(*) FILTER (WHERE s.verify) AS verifications,
+       count(a.ref) FILTER (WHERE s.verify) AS verify_approvals,
+       count(*) FILTER (WHERE NOT s.verify) AS otp_messages,
+       count(a.ref) FILTER (WHERE NOT s.verify) AS otp_confirmed
 FROM sends s
 LEFT JOIN approvals a ON a.ref = s.ref
 LEFT JOIN number_info i ON i.phone = s.phone
