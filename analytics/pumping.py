@@ -25,14 +25,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import duckdb
+import pandas as pd
 
 from analytics.alerts import Context, Observation, Param, Rule, Segment
-from analytics.detectors import BASELINE_TTL_S, _Baselines, _end, _pct, _span, wilson
 
 RULE = "pumping"
 
@@ -54,11 +56,19 @@ def query(con: duckdb.DuckDBPyConnection, name: str, **params: Any) -> list[dict
     return [dict(zip(columns, r, strict=True)) for r in cur.fetchall()]
 
 
-class _CountryBaselines(_Baselines):
-    """The baseline rows, read with this module's queries."""
+class _CountryBaselines:
+    """The baseline rows, re-read at most every ``BASELINE_TTL_S`` (they cover days) or when
+    the period asked for moves to another slot (as ``analytics.detectors`` does)."""
+
+    def __init__(self) -> None:
+        self._key: tuple[Any, ...] | None = None
+        self._rows: list[dict[str, Any]] = []
+        self._at = 0.0
 
     def get(self, con: duckdb.DuckDBPyConnection, name: str, since: float, until: float,
             ) -> list[dict[str, Any]]:
+        from analytics.detectors import BASELINE_TTL_S
+
         key = (name, since // BASELINE_TTL_S, until // BASELINE_TTL_S)
         if key != self._key or time.monotonic() - self._at > BASELINE_TTL_S:
             self._rows = query(con, name, since=since, until=until)
@@ -89,6 +99,9 @@ class Pumping:
         self._baseline = _CountryBaselines()
 
     def observe(self, ctx: Context, rule: Rule) -> Iterable[Observation]:
+        # The shared helpers, imported here: analytics.detectors registers this detector.
+        from analytics.detectors import _span
+
         span = _span(ctx, rule)
         found = [r for r in query(ctx.duck, "pumping_window", codes=list(rule["codes"]), **span)
                  if r["sends"] >= rule["min_sends"]]
@@ -105,6 +118,8 @@ class Pumping:
     def _judge(self, ctx: Context, rule: Rule, r: dict[str, Any],
                base: Mapping[str | None, dict[str, Any]],
                first_seen: Mapping[str, float]) -> Observation:
+        from analytics.detectors import _end, _pct, wilson
+
         sends = int(r["sends"])
         # Conversion is judged on the channels whose baseline knows it: Verify (starts against
         # approvals) and OTP messages (against confirmations), each with baseline_min_sends and
@@ -167,3 +182,41 @@ class Pumping:
         return Observation(segment=segment, end=_end(ctx, r["window_end"]), bad=bool(signals),
                            observed=conversion, baseline=baseline, sample=sends, text=text,
                            evidence=evidence)
+
+
+# -- the dashboard's Fraud section --------------------------------------------------------------
+
+def conversion_by_prefix(con: duckdb.DuckDBPyConnection, since: datetime | None = None,
+                         until: datetime | None = None, limit: int = 200) -> pd.DataFrame:
+    frame: pd.DataFrame = con.execute(_queries()["conversion_by_prefix"],
+                                      {"since": since, "until": until, "limit": limit}).df()
+    return frame
+
+
+def blocked_sends(con: duckdb.DuckDBPyConnection, since: datetime | None = None,
+                  until: datetime | None = None) -> pd.DataFrame:
+    frame: pd.DataFrame = con.execute(_queries()["blocked_sends"],
+                                      {"since": since, "until": until}).df()
+    return frame
+
+
+def flagged_now(con: duckdb.DuckDBPyConnection, now: datetime | None = None,
+                rules_path: Path | None = None) -> pd.DataFrame:
+    """The prefixes the ``pumping`` rule (of the shipped rules, or ``rules_path``) judges bad
+    in the window ending now, with the signals and figures that make it so (what the alert
+    says when it opens)."""
+    from analytics.alerts import load_alert_rules
+    from analytics.detectors import DETECTORS
+
+    rules = load_alert_rules(DETECTORS, rules_path).rules
+    if RULE not in rules or not rules[RULE].enabled:
+        return pd.DataFrame(columns=["country", "prefix", "sends", "conversion", "baseline",
+                                     "signals", "evidence"])
+    rule = rules[RULE]
+    ctx = Context(duck=con, now=now or datetime.now(UTC), ends=[now or datetime.now(UTC)])
+    out = [{"country": o.segment.country, "prefix": o.segment.prefix, "sends": o.sample,
+            "conversion": o.observed, "baseline": o.baseline,
+            "signals": ", ".join(o.evidence["signals"]), "evidence": o.text}
+           for o in Pumping().observe(ctx, rule) if o.bad]
+    return pd.DataFrame(out, columns=["country", "prefix", "sends", "conversion", "baseline",
+                                      "signals", "evidence"])

@@ -136,4 +136,49 @@ SELECT coalesce(i.country, 'unknown') AS country,
 FROM sends s
 LEFT JOIN approvals a ON a.ref = s.ref
 LEFT JOIN number_info i ON i.phone = s.phone
-GROUP BY ROLLUP (coalesce(i.country, 'unknown'))
+GROUP BY ROLLUP (coalesce(i.country, 'unknown'));
+
+-- name: conversion_by_prefix
+-- The dashboard's Fraud section: per country and prefix in [$since, $until), OTP messages and
+-- Verify starts against approvals, largest first.
+WITH sends AS (
+    SELECT m.to_number AS phone, m.message_sid AS ref, false AS verify
+    FROM messages m
+    WHERE m.category = 'otp'
+      AND ($since IS NULL OR coalesce(m.sent_at, m.first_seen_at) >= $since)
+      AND ($until IS NULL OR coalesce(m.sent_at, m.first_seen_at) < $until)
+    UNION ALL
+    SELECT phone, detail, true FROM events
+    WHERE type = 'verification.started'
+      AND ($since IS NULL OR occurred_at >= $since) AND ($until IS NULL OR occurred_at < $until)
+),
+approvals AS (
+    SELECT DISTINCT detail AS ref FROM events
+    WHERE type = 'verification.checked' AND status = 'approved'
+    UNION
+    SELECT DISTINCT message_sid FROM events WHERE type = 'otp.confirmed'
+)
+SELECT coalesce(i.country, 'unknown') AS country, left(s.phone, length(s.phone) - 4) AS prefix,
+       count(*) FILTER (WHERE NOT s.verify) AS otp_messages,
+       count(*) FILTER (WHERE s.verify) AS verifications,
+       count(a.ref) AS approvals,
+       count(a.ref) FILTER (WHERE s.verify) / nullif(count(*) FILTER (WHERE s.verify), 0)
+           AS verify_conversion,
+       count(DISTINCT s.phone) AS numbers
+FROM sends s
+LEFT JOIN approvals a ON a.ref = s.ref
+LEFT JOIN number_info i ON i.phone = s.phone
+WHERE s.phone LIKE '+%' AND length(s.phone) >= 9
+GROUP BY ALL
+ORDER BY otp_messages + verifications DESC, prefix
+LIMIT $limit;
+
+-- name: blocked_sends
+-- Sends the fraud guard refused (message.refused with reason pumping), per day and prefix.
+SELECT date_trunc('day', occurred_at) AS day, left(phone, length(phone) - 4) AS prefix,
+       count(*) AS blocked
+FROM events
+WHERE type = 'message.refused' AND detail = 'pumping'
+  AND ($since IS NULL OR occurred_at >= $since) AND ($until IS NULL OR occurred_at < $until)
+GROUP BY ALL
+ORDER BY 1 DESC, 3 DESC
