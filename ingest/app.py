@@ -43,21 +43,21 @@ def guarded(handler: Handler, metrics: IngestMetrics) -> Handler:
         try:
             response = await handler(request)
         except BadRequest as exc:
-            metrics.rejects.inc(reason=exc.reason)
+            metrics.rejects.labels(reason=exc.reason).inc()
             log.info("refused %s %s: %s (%d)", request.method, request.path, exc.reason,
                      exc.status)
             return _error(exc.status, exc.message, exc.extra)
         except Overloaded:
-            metrics.rejects.inc(reason="overloaded")
+            metrics.rejects.labels(reason="overloaded").inc()
             log.warning("refused %s %s: commit queue full (503)", request.method, request.path)
             return _error(503, "the ingester is overloaded; nothing was stored")
         except Unstorable as exc:
-            metrics.rejects.inc(reason="unstorable")
+            metrics.rejects.labels(reason="unstorable").inc()
             log.warning("refused %s %s: PostgreSQL refused the content (%s)", request.method,
                         request.path, exc)
             return _error(400, "the request's content cannot be stored; nothing was stored")
         except StoreUnavailable as exc:
-            metrics.rejects.inc(reason="store_unavailable")
+            metrics.rejects.labels(reason="store_unavailable").inc()
             log.warning("refused %s %s: store unavailable (%s)", request.method, request.path,
                         exc)
             return _error(503, "the event store is unavailable; nothing was acknowledged")

@@ -54,7 +54,7 @@ def signature_ok(request: web.Request, url: str, params: Mapping[str, str | Sequ
                          "configured (SMSLEDGER_WEBHOOK_SHARED_KEYS)") from None
     if matched is None:
         return False
-    app[METRICS].signatures.inc(secret=matched)
+    app[METRICS].signatures.labels(secret=matched).inc()
     return True
 
 

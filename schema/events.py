@@ -66,7 +66,8 @@ HELP_KEYWORDS = frozenset({"HELP", "INFO"})
 # A message's state is derived by status rank, never by arrival order: the rank lives with the
 # model that uses it (the status_key macro in schema/duckdb/model.sql).
 TERMINAL_STATUSES = frozenset(
-    {"delivered", "undelivered", "failed", "read", "canceled", "received"})
+    {"delivered", "undelivered", "failed", "read", "canceled", "received",
+     "partially_delivered"})
 
 
 class Event(NamedTuple):
@@ -275,14 +276,15 @@ def message_send_failed(*, request_id: str, to: str, from_: str | None,
 
 
 def message_refused(*, request_id: str, to: str, reason: str, detail: str, since: datetime,
-                    what: str) -> Event:
-    """smsledger refused to send (opted out, suppressed) before calling Twilio."""
+                    what: str, scope: str = "account") -> Event:
+    """smsledger refused to send (opted out, suppressed) before calling Twilio; ``scope`` is
+    the opt-out's (account, messaging_service:MG..., sender:+1...)."""
     now = utc_now()
     return Event(
         type=EventType.MESSAGE_REFUSED, idempotency_key=f"message.refused:{request_id}",
         source=Source.API, occurred_at=now, received_at=now,
         payload={"to": to, "reason": reason, "detail": detail, "since": since.isoformat(),
-                 "what": what},
+                 "what": what, "scope": scope},
         phone=to)
 
 

@@ -94,6 +94,9 @@ class TwilioSim:
         self.numbers = world.make_numbers(config.seed, config.numbers)
         self.by_e164 = {n.e164: n for n in self.numbers}
         self.messages: dict[str, dict[str, Any]] = {}
+        # Twilio applies a STOP to the Messaging Service it reached, or to the plain number:
+        # (phone, MG... or our number). ``opted_out`` is the account-level opt-out setting.
+        self.scoped_opt_outs: set[tuple[str, str]] = set()
         self.opted_out: set[str] = set()
         self.verifications: dict[str, dict[str, Any]] = {}
         self.inbox: dict[str, list[str]] = {}
@@ -244,19 +247,25 @@ class TwilioSim:
             log.debug("status callback to %s failed (%s)", url, status)
 
     async def send_inbound(self, url: str, from_: str, to: str, body: str,
-                           sign_url: str | None = None) -> int:
-        """An SMS from ``from_`` to our number ``to``, posted to the inbound webhook."""
+                           sign_url: str | None = None,
+                           messaging_service_sid: str | None = None) -> int:
+        """An SMS from ``from_`` to our number ``to`` (in ``messaging_service_sid``'s sender
+        pool, if given), posted to the inbound webhook."""
         word = body.strip().upper()
+        scope = (from_, messaging_service_sid or to)
         if word in ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE",
                     "OPTOUT"):
-            self.opted_out.add(from_)
+            self.scoped_opt_outs.add(scope)
         elif word in ("START", "YES", "UNSTOP"):
+            self.scoped_opt_outs.discard(scope)
             self.opted_out.discard(from_)
         number = self.number(from_)
         params = {"MessageSid": sid("SM"), "AccountSid": self.config.account_sid,
                   "From": from_, "To": to, "Body": body, "NumMedia": "0",
                   "NumSegments": str(segments(body)), "SmsStatus": "received",
                   "ApiVersion": "2010-04-01", "FromCountry": number.country}
+        if messaging_service_sid:
+            params["MessagingServiceSid"] = messaging_service_sid
         params["SmsSid"] = params["SmsMessageSid"] = params["MessageSid"]
         status = await self.post_signed(url, params, sign_url)
         if 200 <= status < 300:
@@ -284,8 +293,9 @@ class TwilioSim:
         if not valid:
             return 400, {"code": 21211, "message": f"Invalid 'To' Phone Number: {to}"}
         number = self.number(to)
-        outcome = world.fate(self.rng, number, world.content_kind(body),
-                             to in self.opted_out)
+        opted_out = (to in self.opted_out or (to, service) in self.scoped_opt_outs
+                     or (to, from_) in self.scoped_opt_outs)
+        outcome = world.fate(self.rng, number, world.content_kind(body), opted_out)
         now = datetime.now(UTC)
         message: dict[str, Any] = {
             "account_sid": self.config.account_sid, "api_version": "2010-04-01", "body": body,
