@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 from aiohttp import web
 
-from ingest import consent, ops, otp, send, webhooks
+from ingest import consent, fraud, ops, otp, send, webhooks
 from ingest.append import FLUSHERS, GroupCommitAppender, Overloaded, StoreUnavailable, Unstorable
 from ingest.forms import BadRequest
 from ingest.metrics import IngestMetrics
@@ -184,6 +184,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=max(settings.max_body_bytes,
                                               webhooks.API_MAX_BODY_BYTES))
     app[webhooks.SETTINGS] = settings
+    app[fraud.GUARD] = fraud.FraudGuard()
     metrics = app[webhooks.METRICS] = IngestMetrics()
     app[webhooks.SIGNER] = WebhookVerifier.from_settings(settings)
     app[webhooks.SLOW_READERS] = webhooks.SlowReaders(settings.max_slow_readers,

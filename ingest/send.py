@@ -21,6 +21,7 @@ from aiohttp import web
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
+from ingest import fraud
 from ingest.append import OUTAGE_ERRORS, StoreUnavailable
 from ingest.forms import BadRequest, load_json
 from ingest.ops import POOL
@@ -210,6 +211,8 @@ async def send_message(request: web.Request) -> web.Response:
                                                "`messaging_service_sid`, or set "
                                                "TWILIO_PHONE_NUMBER")
     await check_recipient(request, to, "message", messaging_service_sid=service, sender=sender)
+    if category == "otp":
+        await fraud.check(request, to, "message")
 
     kwargs: dict[str, Any] = {"to": to, "body": body,
                               "status_callback": settings.public_url + "/twilio/status"}
@@ -301,6 +304,7 @@ async def verify_start(request: web.Request) -> web.Response:
         raise BadRequest(400, "invalid_field", "`channel` must be sms, call, email or whatsapp")
     service = verify_service(request)
     await check_recipient(request, to, "verification")
+    await fraud.check(request, to, "verification")
     return await _verify(request, EventType.VERIFICATION_STARTED, to, channel,
                          service.verifications.create_async(to=to, channel=channel))
 

@@ -423,6 +423,11 @@ class Settings:
     price_fill_every_s: float
     price_fill_limit: int
     fraud_guard: bool
+    alert_rules: Path | None
+    alert_webhook_url: Secret
+    smtp_url: Secret
+    ingest_url: str
+    worker_metrics_port: int
     show_numbers: bool
     log_level: str
     twilio_auth_token_secondary: Secret
@@ -435,11 +440,6 @@ class Settings:
     dashboard_users: tuple[str, ...]
     dashboard_url: str
     dashboard_hosts: tuple[str, ...]
-    alert_rules: Path | None
-    alert_webhook_url: Secret
-    smtp_url: Secret
-    ingest_url: str
-    worker_metrics_port: int
 
     def __init__(self, **values: Any) -> None:
         """Every setting not given takes the table's default (parsed as from the environment)."""

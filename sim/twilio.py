@@ -105,6 +105,8 @@ class TwilioSim:
         self.feedback: dict[str, list[str]] = {}
         self.inbox: dict[str, list[str]] = {}
         self.stats = SimStats()
+        # Prefixes under an SMS pumping incident: their numbers behave like pumped ones.
+        self.pumped_prefixes: set[str] = set()
         self._validator = RequestValidator(config.auth_token)
         self._timers: set[asyncio.TimerHandle] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -156,6 +158,11 @@ class TwilioSim:
         known = self.by_e164.get(e164)
         if known is not None:
             return known
+        if any(e164.startswith(p) for p in self.pumped_prefixes):
+            parsed = phonenumbers.parse(e164, None)
+            region = phonenumbers.region_code_for_number(parsed) or "US"
+            name, mcc, mnc, median = world.CARRIERS.get(region, world.CARRIERS["US"])[0]
+            return world.Number(e164, region, name, mcc, mnc, "mobile", "pumped", median)
         parsed = phonenumbers.parse(e164, None)
         region = phonenumbers.region_code_for_number(parsed) or "US"
         carriers = world.CARRIERS.get(region, world.CARRIERS["US"])

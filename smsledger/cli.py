@@ -581,6 +581,15 @@ def _settings_env(settings: Settings, *fields: str) -> dict[str, str]:
     return env
 
 
+def _incidents(specs: tuple[str, ...]) -> tuple[Any, ...]:
+    from sim.incidents import IncidentError, parse
+
+    try:
+        return tuple(parse(spec) for spec in specs)
+    except IncidentError as exc:
+        raise click.BadParameter(str(exc), param_hint="--incident") from None
+
+
 @cli.command()
 @reads("twilio_account_sid", "twilio_auth_token", "api_key", "public_url",
        "twilio_phone_number", "twilio_verify_service_sid")
@@ -603,6 +612,10 @@ def _settings_env(settings: Settings, *fields: str) -> dict[str, str]:
 @click.option("--drain", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="after --duration, seconds to wait for callbacks still on their way; what "
                    "is left then is dropped and counted")
+@click.option("--incident", multiple=True, metavar="KIND[:TARGET]@SECONDS[+DURATION]",
+              callback=lambda _c, _p, specs: _incidents(specs),
+              help="stage an incident (repeatable): pumping:PREFIX@S drives OTP sends to "
+                   "consecutive numbers in PREFIX that never convert, from S seconds on")
 def simulate(settings: Settings, **options: Any) -> None:
     """Run the local Twilio simulator and drive realistic traffic through the ingester.
 

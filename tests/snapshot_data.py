@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from analytics.hygiene import load_rules
 from analytics.pricefill import PriceFill
+from analytics.snapshot import open_snapshot
 from analytics.worker import WorkerConfig, run_worker
 from ingest.app import create_app
 from schema.settings import Secret, Settings
@@ -78,5 +79,24 @@ async def build(db_url: str, data_dir: Path, seconds: float = 3.0) -> None:
         await append(db, planted)
     finally:
         await db.close()
-    await run_worker(WorkerConfig(database_url=db_url, data_dir=data_dir, rules=load_rules(),
-                                  once=True, hygiene_every_s=0), stop=asyncio.Event())
+    # Roll up until the snapshot holds every event: the gap-free reader stops below the oldest
+    # transaction open anywhere on the server, and parallel test sessions hold it back now
+    # and then.
+    db = await asyncpg.connect(db_url)
+    try:
+        last = await db.fetchval("SELECT max(position) FROM events")
+    finally:
+        await db.close()
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        await run_worker(WorkerConfig(database_url=db_url, data_dir=data_dir,
+                                      rules=load_rules(), once=True, hygiene_every_s=0),
+                         stop=asyncio.Event())
+        con = open_snapshot(data_dir)
+        try:
+            row = con.execute("SELECT max(position) FROM events").fetchone()
+        finally:
+            con.close()
+        if (row is not None and row[0] == last) or asyncio.get_running_loop().time() > deadline:
+            return
+        await asyncio.sleep(0.2)
