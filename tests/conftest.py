@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +186,13 @@ async def roll_up_everything(db_url: str, data_dir: Path, deadline_s: float = 60
         assert asyncio.get_running_loop().time() < deadline, (
             f"the rollup applied {applied} of {stored} events")
         await asyncio.sleep(0.2)
+
+
+async def until(condition: Callable[[], bool], deadline_s: float = 30, what: str = "") -> None:
+    """Wait until ``condition()`` holds, checking every 10 ms; fail after ``deadline_s``.
+    What the tests use instead of a fixed sleep before an exact count."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + deadline_s
+    while not condition():
+        assert loop.time() < deadline, f"not within {deadline_s} s: {what or condition}"
+        await asyncio.sleep(0.01)

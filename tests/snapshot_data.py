@@ -4,21 +4,18 @@ multi-day history for the slow hygiene rules, then the real rollup and publish."
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 from aiohttp.test_utils import TestClient, TestServer
 
-from analytics.hygiene import load_rules
-from analytics.worker import WorkerConfig, run_worker
 from ingest.app import create_app
 from schema.settings import Secret, Settings
 from sim.traffic import Traffic, TrafficConfig
 from sim.twilio import SimConfig, TwilioSim, create_sim_app
 from smsledger.devdb import free_port
-from tests.conftest import TEST_TOKEN
+from tests.conftest import TEST_TOKEN, roll_up_everything
 from tests.factory import append, message
 
 ACCOUNT = "AC" + "3" * 32
@@ -27,7 +24,7 @@ OUR = "+15005550006"
 UNREACHABLE = "+14155559901"
 
 
-async def build(db_url: str, data_dir: Path, seconds: float = 3.0) -> None:
+async def build(db_url: str, data_dir: Path, count: int = 300) -> None:
     sim = TwilioSim(SimConfig(account_sid=ACCOUNT, auth_token=TEST_TOKEN, seed=9, numbers=250,
                               time_scale=0.02, verify_service_sid="VA" + "4" * 32))
     async with TestServer(create_sim_app(sim)) as sim_server:
@@ -41,7 +38,7 @@ async def build(db_url: str, data_dir: Path, seconds: float = 3.0) -> None:
         async with TestClient(TestServer(create_app(settings), port=port)) as client:
             traffic = Traffic(sim, TrafficConfig(
                 ingest_url=str(client.make_url("")).rstrip("/"), public_url=settings.public_url,
-                api_key=API_KEY, our_number=OUR, rate=100, duration=seconds, seed=9,
+                api_key=API_KEY, our_number=OUR, rate=100, count=count, seed=9,
                 verify=True))
             await traffic.run()
             await sim.drain()
@@ -56,5 +53,4 @@ async def build(db_url: str, data_dir: Path, seconds: float = 3.0) -> None:
         await append(db, planted)
     finally:
         await db.close()
-    await run_worker(WorkerConfig(database_url=db_url, data_dir=data_dir, rules=load_rules(),
-                                  once=True, hygiene_every_s=0), stop=asyncio.Event())
+    await roll_up_everything(db_url, data_dir)

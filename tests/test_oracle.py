@@ -34,9 +34,8 @@ from ingest.app import create_app
 from schema.settings import Secret, Settings
 from smsledger import devdb
 from tests.conftest import PUBLIC_URL, TEST_TOKEN, _admin, roll_up_everything
-from tests.oracle import Filter, Oracle
-from tests.oracle.history import (ACCOUNT, API_KEY, PHONES, SENDERS, Action, Poster,
-                                  base_time, histories)
+from tests.oracle import Filter, Oracle, history
+from tests.oracle.history import Action, Poster, base_time, histories
 
 STAGES = {"handed to Twilio": "handed", "sent to carrier": "sent_to_carrier",
           "delivered": "delivered"}
@@ -128,7 +127,7 @@ async def compare_everything(con: duckdb.DuckDBPyConnection, oracle: Oracle,
                                              "last_delivered_at")}}
         for p, r in shown_flagged.items()}, flagged)
 
-    for key in {*PHONES, *(a.sid for a in actions)}:
+    for key in {*history.PHONES, *(a.sid for a in actions)}:
         line = queries.timeline(con, key)
         shown_line = [(r["type"], na_none(r["status"]), none_if_na(r["error_code"]),
                        na_none(r["message_sid"]), na_none(r["phone"]))
@@ -167,9 +166,10 @@ async def fresh_db(pg_server: devdb.Database, template: str) -> AsyncIterator[st
 
 
 async def ingest_and_roll_up(url: str, data_dir: Path, actions: list[Action]) -> None:
-    app_settings = Settings(database_url=url, twilio_account_sid=ACCOUNT,
-                            twilio_auth_token=Secret(TEST_TOKEN), twilio_phone_number=SENDERS[0],
-                            api_key=Secret(API_KEY), public_url=PUBLIC_URL, data_dir=data_dir)
+    app_settings = Settings(
+        database_url=url, twilio_account_sid=history.ACCOUNT,
+        twilio_auth_token=Secret(TEST_TOKEN), twilio_phone_number=history.SENDERS[0],
+        api_key=Secret(history.API_KEY), public_url=PUBLIC_URL, data_dir=data_dir)
     async with TestClient(TestServer(create_app(app_settings))) as client:
         poster = Poster(client)
         for action in actions:
@@ -179,7 +179,7 @@ async def ingest_and_roll_up(url: str, data_dir: Path, actions: list[Action]) ->
 
 filters = st.one_of(
     st.builds(Filter, category=st.sampled_from(["otp", "transactional", "marketing"])),
-    st.builds(Filter, sender=st.sampled_from(SENDERS)),
+    st.builds(Filter, sender=st.sampled_from(history.SENDERS)),
     st.builds(Filter, country=st.sampled_from(["US", "DE", "FR", "AU", "GG"])),
     st.integers(0, 3).map(lambda d: Filter(start=base_time() + timedelta(days=d),
                                            end=base_time() + timedelta(days=d + 1))))

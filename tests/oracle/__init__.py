@@ -51,6 +51,13 @@ def phone_facts(phone: str) -> tuple[str | None, str | None]:
             pn_carrier.name_for_number(number, "en") or None)
 
 
+def _reference_files(rules: Path) -> tuple[list[tuple[int, str, str]], dict[str, Any]]:
+    """The error-code catalogue's rows and the rules file, read as data."""
+    with ERROR_CODES.open(newline="") as f:
+        codes = [(int(r["code"]), r["meaning"], r["class"]) for r in csv.DictReader(f)]
+    return codes, tomllib.loads(rules.read_text())
+
+
 @dataclasses.dataclass(frozen=True)
 class Filter:
     start: datetime | None = None
@@ -72,11 +79,8 @@ class Oracle:
         phones = await conn.fetch("SELECT DISTINCT phone FROM events WHERE phone IS NOT NULL")
         await conn.executemany("INSERT INTO oracle_phones VALUES ($1, $2, $3)",
                                [(r["phone"], *phone_facts(r["phone"])) for r in phones])
-        with ERROR_CODES.open(newline="") as f:
-            await conn.executemany("INSERT INTO oracle_error_codes VALUES ($1, $2, $3)",
-                                   [(int(r["code"]), r["meaning"], r["class"])
-                                    for r in csv.DictReader(f)])
-        data = tomllib.loads(rules.read_text())
+        codes, data = _reference_files(rules)
+        await conn.executemany("INSERT INTO oracle_error_codes VALUES ($1, $2, $3)", codes)
         await conn.executemany("INSERT INTO oracle_rules VALUES ($1, $2)", [
             (kind, code) for kind in ("permanent", "opt_out", "unreachable", "blocked")
             for code in data[f"{kind}_codes"]])

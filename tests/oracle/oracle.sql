@@ -178,8 +178,11 @@ WITH per_message AS (
         SELECT phone, occurred_at AS at, type = 'contact.opted_out' AS opted_out, position
         FROM events WHERE type IN ('contact.opted_out', 'contact.opted_in')
         UNION ALL
+        -- a 21610 with a delivery after it is over: Twilio refuses every send to an
+        -- opted-out number, so that delivery proves the number opted back in
         SELECT phone, final_at, true, 0 FROM failures
-        WHERE error_code IN (SELECT code FROM oracle_rules WHERE kind = 'opt_out')
+        WHERE since_delivery
+          AND error_code IN (SELECT code FROM oracle_rules WHERE kind = 'opt_out')
     ) c ORDER BY phone, at DESC, position DESC
 ), stats AS (
     SELECT p.phone, count(*) AS sends, count(*) FILTER (WHERE p.delivered) AS deliveries,
