@@ -189,7 +189,8 @@ async def send_message(request: web.Request) -> web.Response:
     data = await json_body(request)
     to = e164(_field(data, "to"))
     body = _field(data, "body")
-    media = _field(data, "media_urls") or []
+    media = _field(data, "media_urls")
+    media = [] if media is None else media     # false or 0 is not "no media": a 400 below
     if not isinstance(media, list) or len(media) > 10 or not all(
             isinstance(u, str) and u.startswith(("http://", "https://")) for u in media):
         raise BadRequest(400, "invalid_field", "`media_urls` must be a list of at most 10 "
@@ -299,7 +300,8 @@ def verify_service(request: web.Request) -> Any:
 async def verify_start(request: web.Request) -> web.Response:
     data = await json_body(request)
     to = e164(_field(data, "to"))
-    channel = _field(data, "channel") or "sms"
+    channel = _field(data, "channel")
+    channel = "sms" if channel is None else channel   # false or "" is not "sms": a 400 below
     if channel not in ("sms", "call", "email", "whatsapp"):
         raise BadRequest(400, "invalid_field", "`channel` must be sms, call, email or whatsapp")
     service = verify_service(request)

@@ -35,6 +35,7 @@ class TrafficConfig:
     our_number: str
     rate: float = 5.0
     duration: float = 30.0
+    count: int = 0                   # exactly this many actions, paced by rate (0: by duration)
     seed: int = 1
     verify: bool = False
     report_every_s: float = 0.0      # print a progress line this often (0: never)
@@ -192,7 +193,9 @@ class Traffic:
                     self.config.ingest_url + "/twilio/inbound", self.sim.numbers[0].e164,
                     self.config.our_number, "HELP",
                     sign_url=self.config.public_url + "/twilio/inbound")
-            while not self.config.duration or time.monotonic() - started < self.config.duration:
+            while (n < self.config.count if self.config.count else
+                   not self.config.duration or
+                   time.monotonic() - started < self.config.duration):
                 task = asyncio.create_task(self._one())
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)

@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +171,49 @@ def snapshot_dir(fresh_database: Any, tmp_path_factory: pytest.TempPathFactory) 
     data_dir = tmp_path_factory.mktemp("dashboard-data")
     asyncio.run(snapshot_data.build(fresh_database(), data_dir))
     return data_dir
+
+
+async def roll_up_everything(db_url: str, data_dir: Path, deadline_s: float = 60) -> None:
+    """The real worker, once, again until its snapshot holds every event in the log.
+
+    The rollup reads below PostgreSQL's snapshot horizon, which is cluster-wide: a transaction
+    open in any database of a shared server (another test session's) holds events committed
+    here back from one run. Waiting on the condition keeps the tests honest on a busy server."""
+    from analytics.hygiene import load_rules
+    from analytics.snapshot import SnapshotMissing, open_snapshot
+    from analytics.worker import WorkerConfig, run_worker
+
+    pg = await asyncpg.connect(db_url)
+    try:
+        stored = await pg.fetchval("SELECT count(*) FROM events")
+    finally:
+        await pg.close()
+    deadline = asyncio.get_running_loop().time() + deadline_s
+    while True:
+        await run_worker(WorkerConfig(database_url=db_url, data_dir=data_dir,
+                                      rules=load_rules(), once=True, hygiene_every_s=0),
+                         stop=asyncio.Event())
+        try:
+            con = open_snapshot(data_dir)
+        except SnapshotMissing:
+            applied = -1
+        else:
+            try:
+                applied = con.execute("SELECT count(*) FROM events").fetchone()[0]
+            finally:
+                con.close()
+        if applied >= stored:
+            return
+        assert asyncio.get_running_loop().time() < deadline, (
+            f"the rollup applied {applied} of {stored} events")
+        await asyncio.sleep(0.2)
+
+
+async def until(condition: Callable[[], bool], deadline_s: float = 30, what: str = "") -> None:
+    """Wait until ``condition()`` holds, checking every 10 ms; fail after ``deadline_s``.
+    What the tests use instead of a fixed sleep before an exact count."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + deadline_s
+    while not condition():
+        assert loop.time() < deadline, f"not within {deadline_s} s: {what or condition}"
+        await asyncio.sleep(0.01)

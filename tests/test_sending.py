@@ -258,7 +258,7 @@ def test_the_world_is_deterministic_and_realistic() -> None:
 async def test_traffic_drives_the_whole_path(w: World) -> None:
     traffic = Traffic(w.sim, TrafficConfig(
         ingest_url=str(w.client.make_url("")).rstrip("/"), public_url=w.settings.public_url,
-        api_key=API_KEY, our_number=OUR_NUMBER, rate=60, duration=2.5, seed=4, verify=True))
+        api_key=API_KEY, our_number=OUR_NUMBER, rate=60, count=150, seed=4, verify=True))
     counts = await traffic.run()
     await w.sim.drain()
     assert counts["sent"] > 50
