@@ -250,14 +250,100 @@ def flagged_numbers(con: duckdb.DuckDBPyConnection, verdicts: list[str] | None =
     """, params)  # noqa: S608
 
 
+def refused_sends(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
+    """Sends that never became messages: refused by smsledger before Twilio was called (opted
+    out, suppressed, the fraud guard) or by Twilio at create time (its error code)."""
+    return _df(con, """
+        SELECT CASE WHEN type = 'message.refused' THEN 'smsledger' ELSE 'Twilio' END AS by,
+               CASE WHEN type = 'message.refused' THEN coalesce(detail, 'refused')
+                    ELSE coalesce(error_code::VARCHAR, 'refused') END AS reason,
+               count(*) AS sends
+        FROM events
+        WHERE type IN ('message.refused', 'message.send_failed')
+          AND (?::TIMESTAMPTZ IS NULL OR occurred_at >= ?)
+          AND (?::TIMESTAMPTZ IS NULL OR occurred_at < ?)
+        GROUP BY ALL ORDER BY sends DESC
+    """, [f.start, f.start, f.end, f.end])
+
+
+def alert_marks(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
+    """When alerts opened and resolved, for markers on the trend charts."""
+    return _df(con, """
+        SELECT occurred_at AS at,
+               CASE type WHEN 'alert.opened' THEN 'alert opened' ELSE 'alert resolved' END
+                   AS what
+        FROM events
+        WHERE type IN ('alert.opened', 'alert.resolved')
+          AND (?::TIMESTAMPTZ IS NULL OR occurred_at >= ?)
+          AND (?::TIMESTAMPTZ IS NULL OR occurred_at < ?)
+        ORDER BY occurred_at
+    """, [f.start, f.start, f.end, f.end])
+
+
 def timeline(con: duckdb.DuckDBPyConnection, key: str) -> pd.DataFrame:
-    """Every event of a message (SID) or a phone number, in log order."""
-    column = "message_sid" if key.startswith(("SM", "MM")) else "phone"
-    return _df(con, f"""
-        SELECT received_at, type, status, error_code, source, message_sid, phone, category,
-               detail, position
-        FROM events WHERE {column} = ? ORDER BY position
-    """, [key])  # noqa: S608
+    """Every event of a message (SID) or a phone number, in log order: the event's own time
+    (Twilio's where it gave one: Event Streams, reconcile, backfill) and when it was stored."""
+    return _df(con, """
+        SELECT occurred_at, received_at, type, status, error_code, source, message_sid, phone,
+               category, detail, position
+        FROM events WHERE message_sid = ? OR (? AND phone = ?) ORDER BY position
+    """, [key, not key.startswith(("SM", "MM")), key])
+
+
+@dataclasses.dataclass(frozen=True)
+class Search:
+    """What the explorer was asked, read from what a person types: a message SID or its
+    prefix, a whole number (with or without +, spaces, dashes, brackets), the last digits of
+    a number (as the masked pages show them, ``•••2200``), or a drill-down from another page
+    (``error:30003``, ``carrier:…``, ``country:GB``)."""
+    kind: str          # sid, sid_prefix, number, digits, error, carrier, country, empty
+    value: str
+
+    @classmethod
+    def parse(cls, text: str) -> Search:
+        raw = text.strip()
+        for kind in ("error", "carrier", "country"):
+            if raw.lower().startswith(kind + ":"):
+                return cls(kind, raw[len(kind) + 1:].strip())
+        compact = "".join(raw.split()).lstrip("•.*x")
+        if compact[:2].upper() in ("SM", "MM"):
+            sid = compact[:2].upper() + compact[2:].lower()
+            return cls("sid" if len(sid) == 34 else "sid_prefix", sid)
+        digits = "".join(ch for ch in compact if ch.isdigit())
+        if not digits:
+            return cls("empty", "")
+        if compact.startswith("+") or len(digits) >= 8:
+            return cls("number", "+" + digits)
+        return cls("digits", digits)
+
+
+def find_numbers(con: duckdb.DuckDBPyConnection, digits: str, limit: int = 50,
+                 ) -> pd.DataFrame:
+    """Numbers whose last digits are ``digits``, most texted first."""
+    return _df(con, """
+        SELECT phone, country, carrier, sends, verdict FROM numbers
+        WHERE suffix(phone, ?) ORDER BY sends DESC, phone LIMIT ?
+    """, [digits, limit])
+
+
+def find_messages(con: duckdb.DuckDBPyConnection, search: Search, limit: int = 200,
+                  ) -> pd.DataFrame:
+    """The newest messages matching a SID prefix or a drill-down (error code, carrier,
+    country)."""
+    code = None if search.kind != "error" else (
+        int(search.value) if search.value.isdigit() else -1)   # -1: no code matches
+    return _df(con, """
+        SELECT message_sid, to_number AS phone, status, error_code, carrier, country,
+               coalesce(sent_at, first_seen_at) AS sent_at
+        FROM message_facts
+        WHERE (? IS NULL OR starts_with(message_sid, ?))
+          AND (? IS NULL OR error_code = ?)
+          AND (? IS NULL OR coalesce(carrier, 'unknown') = ?)
+          AND (? IS NULL OR coalesce(country, 'unknown') = ?)
+        ORDER BY coalesce(sent_at, first_seen_at) DESC LIMIT ?
+    """, [*[search.value if search.kind == "sid_prefix" else None] * 2, code, code,
+          *[search.value if search.kind == "carrier" else None] * 2,
+          *[search.value if search.kind == "country" else None] * 2, limit])
 
 
 def data_as_of(con: duckdb.DuckDBPyConnection) -> datetime | None:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from dashboard import common
+from dashboard.auth import gate
 
-st.set_page_config(page_title="smsledger", page_icon=":material/sms:", layout="wide")
+# A favicon of our own: Streamlit fetches a ":material/…:" page icon from Google's servers,
+# and nothing on this dashboard may leave the machine.
+st.set_page_config(page_title="smsledger",
+                   page_icon=str(Path(__file__).with_name("favicon.png")), layout="wide")
+gate()   # who may see anything below: dashboard/auth.py
 
 PAGES = [
     st.Page("views/overview.py", title="Overview", icon=":material/monitoring:", default=True),

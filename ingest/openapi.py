@@ -17,10 +17,13 @@ def _error(description: str) -> dict[str, Any]:
 
 
 COMMON_ERRORS = {
-    "400": _error("malformed input (missing field, NUL byte, invalid UTF-8 or JSON)"),
+    "400": _error("malformed input (missing field, a field not in Twilio's shape, too many "
+                  "form fields, NUL byte, invalid UTF-8 or JSON, JSON nested too deep)"),
+    "408": _error("the body did not arrive within SMSLEDGER_BODY_TIMEOUT_S"),
     "413": _error("body over the size limit"),
     "415": _error("wrong Content-Type"),
-    "503": _error("overloaded, or neither PostgreSQL nor the spool could take the events"),
+    "503": _error("overloaded (or too many bodies arriving slowly), or neither PostgreSQL nor "
+                  "the spool could take the events"),
 }
 SIGNED = {"name": "X-Twilio-Signature", "in": "header", "required": True,
           "description": "base64 HMAC of SMSLEDGER_PUBLIC_URL + path + query (+ sorted form "

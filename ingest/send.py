@@ -26,7 +26,7 @@ from ingest.forms import BadRequest, load_json
 from ingest.ops import POOL
 from ingest.webhooks import API_MAX_BODY_BYTES, APPENDER, SETTINGS, read_body
 from schema import events, store
-from schema.events import CATEGORIES, Event, EventType, Source
+from schema.events import CATEGORIES, Event, EventType, InvalidEvent, Source, utc_bounded
 from twilio_api.client import UNREACHABLE
 
 log = logging.getLogger("smsledger.ingest.send")
@@ -37,14 +37,25 @@ MAX_BODY_CHARS = 1600
 MAX_BATCH = 1000
 
 
+def utc_time(value: datetime, name: str) -> datetime:
+    """``value`` in UTC; 400 when it is out of what can be stored (9999-12-31T23:59:59-14:00 is
+    past the year 9999 in UTC)."""
+    try:
+        return utc_bounded(value)
+    except InvalidEvent as exc:
+        raise BadRequest(400, "invalid_field", f"{name}: {exc}") from None
+
+
 def require_api_key(request: web.Request) -> None:
     key = request.app[SETTINGS].api_key.reveal()
     given = request.headers.get("Authorization", "")
     if not key:
         raise BadRequest(401, "api_key", "the /v1 API is off: SMSLEDGER_API_KEY is not set")
     scheme, _, token = given.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
-                                                             key.encode()):
+    # A header holding a byte outside ASCII (0xFF arrives as a lone surrogate) is no key of ours;
+    # it must not reach encode().
+    if (scheme.lower() != "bearer" or not token.isascii()
+            or not hmac.compare_digest(token.strip().encode(), key.encode())):
         raise BadRequest(401, "api_key", "missing or wrong API key "
                                          "(Authorization: Bearer <SMSLEDGER_API_KEY>)")
 
@@ -262,13 +273,14 @@ async def record_sent(request: web.Request) -> web.Response:
             if sent_at.tzinfo is None:
                 raise BadRequest(400, "invalid_field",
                                  f"{where}`sent_at` needs a time zone (e.g. Z or +00:00)")
+            sent_at = utc_time(sent_at, f"{where}`sent_at`")
         evs.append(events.message_sent(
             sid=sid, to=e164(_field(item, "to"), where=where),
             from_=optional_str(item, "from", where), messaging_service_sid=optional_str(
                 item, "messaging_service_sid", where),
             category=category_of(_field(item, "category"), where),
             tags=tags_of(_field(item, "tags"), where), segments=None, media_count=0,
-            status=None, requested_at=sent_at.astimezone(UTC), source=Source.API))
+            status=None, requested_at=sent_at, source=Source.API))
     flags = await request.app[APPENDER].append(evs)
     return web.json_response({"stored": sum(flags), "duplicates": len(flags) - sum(flags)})
 

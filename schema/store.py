@@ -80,6 +80,16 @@ class Block:
     scope: str = "account"   # "account", "messaging_service:MG...", "sender:+1..."
 
 
+async def consent_since(conn: asyncpg.Connection, phone: str) -> datetime | None:
+    """When the fact behind ``phone``'s current consent state (the latest opt-out or opt-in)
+    happened, or None if it has none."""
+    for row in await conn.fetch(sql("contact_state"), phone):
+        if row["kind"] == "consent":
+            since: datetime = row["occurred_at"]
+            return since
+    return None
+
+
 async def send_block(conn: asyncpg.Connection, phone: str) -> Block | None:
     """The reason ``phone`` may not be texted now, from any sender, or None."""
     for row in await conn.fetch(sql("contact_state"), phone):

@@ -248,9 +248,10 @@ class TwilioSim:
 
     async def send_inbound(self, url: str, from_: str, to: str, body: str,
                            sign_url: str | None = None,
-                           messaging_service_sid: str | None = None) -> int:
+                           messaging_service_sid: str | None = None, **extra: str) -> int:
         """An SMS from ``from_`` to our number ``to`` (in ``messaging_service_sid``'s sender
-        pool, if given), posted to the inbound webhook."""
+        pool, if given), posted to the inbound webhook (with ``extra`` fields, e.g. Advanced
+        Opt-Out's ``OptOutType``)."""
         word = body.strip().upper()
         scope = (from_, messaging_service_sid or to)
         if word in ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE",
@@ -260,13 +261,26 @@ class TwilioSim:
             self.scoped_opt_outs.discard(scope)
             self.opted_out.discard(from_)
         number = self.number(from_)
-        params = {"MessageSid": sid("SM"), "AccountSid": self.config.account_sid,
+        message_sid = sid("SM")
+        # Like Twilio, the Message resource exists before the webhook is called: the ingester
+        # fetches it to confirm a consent change.
+        now = rfc2822(datetime.now(UTC))
+        self.messages[message_sid] = {
+            "account_sid": self.config.account_sid, "api_version": "2010-04-01", "body": body,
+            "date_created": now, "date_updated": now, "date_sent": now, "direction": "inbound",
+            "error_code": None, "error_message": None, "from": from_,
+            "messaging_service_sid": messaging_service_sid, "num_media": "0",
+            "num_segments": str(segments(body)), "price": None, "price_unit": "USD",
+            "sid": message_sid, "status": "received", "to": to,
+            "uri": f"/2010-04-01/Accounts/{self.config.account_sid}/Messages/{message_sid}.json"}
+        params = {"MessageSid": message_sid, "AccountSid": self.config.account_sid,
                   "From": from_, "To": to, "Body": body, "NumMedia": "0",
                   "NumSegments": str(segments(body)), "SmsStatus": "received",
                   "ApiVersion": "2010-04-01", "FromCountry": number.country}
         if messaging_service_sid:
             params["MessagingServiceSid"] = messaging_service_sid
         params["SmsSid"] = params["SmsMessageSid"] = params["MessageSid"]
+        params.update(extra)
         status = await self.post_signed(url, params, sign_url)
         if 200 <= status < 300:
             self.stats.inbound_sent += 1
