@@ -202,6 +202,20 @@ def verify_conversion(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) ->
     """, params)  # noqa: S608
 
 
+def otp_conversion(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
+    """Per day of sending: OTP messages, those confirmed through /v1/otp/confirm
+    (``otp.confirmed``), and the share confirmed: OTP conversion without Verify."""
+    where, params = f.where()
+    return _df(con, f"""
+        SELECT date_trunc('day', coalesce(sent_at, first_seen_at)) AS day, count(*) AS sent,
+               count(*) FILTER (WHERE message_sid IN (
+                   SELECT message_sid FROM events WHERE type = 'otp.confirmed')) AS confirmed,
+               confirmed / nullif(sent, 0) AS conversion
+        FROM message_facts WHERE {where} AND category = 'otp'
+        GROUP BY 1 ORDER BY 1
+    """, params)  # noqa: S608
+
+
 def opt_outs(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
     """Per day and keyword: opt-outs, opt-ins and help requests."""
     where, params = f.event_where()
