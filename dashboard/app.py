@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import common
+from dashboard import alerting, common
 
 st.set_page_config(page_title="smsledger", page_icon=":material/sms:", layout="wide")
 
@@ -17,6 +17,7 @@ PAGES = [
     st.Page("views/opt_outs.py", title="Opt-outs", icon=":material/block:"),
     st.Page("views/cost.py", title="Cost", icon=":material/payments:"),
     st.Page("views/explorer.py", title="Message explorer", icon=":material/search:"),
+    st.Page("views/alerts.py", title="Alerts", icon=":material/notifications:"),
 ]
 
 page = st.navigation(PAGES)
@@ -24,4 +25,5 @@ st.sidebar.title("smsledger")
 path = common.snapshot()
 st.session_state["filters"] = common.sidebar(path)
 st.session_state["snapshot"] = path
+alerting.banner(path)
 page.run()
