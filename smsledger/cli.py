@@ -575,6 +575,18 @@ def _settings_env(settings: Settings, *fields: str) -> dict[str, str]:
     return env
 
 
+def _incidents(ctx: click.Context, param: click.Parameter,
+               value: tuple[str, ...]) -> tuple[str, ...]:
+    from sim.incidents import IncidentError, parse
+
+    for spec in value:
+        try:
+            parse(spec)
+        except IncidentError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return value
+
+
 @cli.command()
 @reads("twilio_account_sid", "twilio_auth_token", "api_key", "public_url",
        "twilio_phone_number", "twilio_verify_service_sid")
@@ -597,6 +609,10 @@ def _settings_env(settings: Settings, *fields: str) -> dict[str, str]:
 @click.option("--drain", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="after --duration, seconds to wait for callbacks still on their way; what "
                    "is left then is dropped and counted")
+@click.option("--incident", multiple=True, callback=_incidents, metavar="SPEC",
+              help="plan an incident (repeatable): carrier-outage:CARRIER@SECONDS[+DURATION], "
+                   "callback-silence@SECONDS[+DURATION], latency:COUNTRY@SECONDS[+DURATION] "
+                   "(SECONDS from the start; DURATION 300 by default)")
 def simulate(settings: Settings, **options: Any) -> None:
     """Run the local Twilio simulator and drive realistic traffic through the ingester.
 
@@ -621,12 +637,19 @@ def simulate(settings: Settings, **options: Any) -> None:
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=5.0,
               show_default=True, help="simulated actions (sends, replies, OTPs) per second")
 @click.option("--seed", type=int, default=1, show_default=True, help="simulator seed")
-def demo(settings: Settings, port: int, duration: float, rate: float, seed: int) -> None:
+@click.option("--incident", default="carrier-outage:at&t@180+300", show_default=True,
+              callback=lambda ctx, param, value: _incidents(ctx, param, (value,))[0]
+              if value else value,
+              help="the incident the simulator plays (see `smsledger simulate --help`); "
+                   "empty: none")
+def demo(settings: Settings, port: int, duration: float, rate: float, seed: int,
+         incident: str) -> None:
     """Start everything on this machine: database, migrations, ingester, the Twilio simulator
     with traffic, the analytics worker and the dashboard. Ctrl-C stops it all."""
     from smsledger.demo import run_demo
 
-    code = run_demo(settings, port=port, duration=duration, rate=rate, seed=seed)
+    code = run_demo(settings, port=port, duration=duration, rate=rate, seed=seed,
+                    incident=incident)
     if code:
         raise click.exceptions.Exit(code)
 
