@@ -320,6 +320,12 @@ DETECTORS: dict[str, type[Detector]] = {
                         CallbackSilence, IngestDegraded)}
 
 
+# Detectors in modules of their own, built on the helpers above.
+from analytics.pumping import Pumping  # noqa: E402
+
+DETECTORS[Pumping.name] = Pumping
+
+
 def shipped() -> dict[str, Detector]:
     """A fresh set of the detectors (they keep baselines and probe state between ticks)."""
     return {name: make() for name, make in DETECTORS.items()}

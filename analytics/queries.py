@@ -236,6 +236,36 @@ def flagged_numbers(con: duckdb.DuckDBPyConnection, verdicts: list[str] | None =
     """, params)  # noqa: S608
 
 
+def refused_sends(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
+    """Sends that never became messages: refused by smsledger before Twilio was called (opted
+    out, suppressed, the fraud guard) or by Twilio at create time (its error code)."""
+    return _df(con, """
+        SELECT CASE WHEN type = 'message.refused' THEN 'smsledger' ELSE 'Twilio' END AS by,
+               CASE WHEN type = 'message.refused' THEN coalesce(detail, 'refused')
+                    ELSE coalesce(error_code::VARCHAR, 'refused') END AS reason,
+               count(*) AS sends
+        FROM events
+        WHERE type IN ('message.refused', 'message.send_failed')
+          AND (?::TIMESTAMPTZ IS NULL OR occurred_at >= ?)
+          AND (?::TIMESTAMPTZ IS NULL OR occurred_at < ?)
+        GROUP BY ALL ORDER BY sends DESC
+    """, [f.start, f.start, f.end, f.end])
+
+
+def alert_marks(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
+    """When alerts opened and resolved, for markers on the trend charts."""
+    return _df(con, """
+        SELECT occurred_at AS at,
+               CASE type WHEN 'alert.opened' THEN 'alert opened' ELSE 'alert resolved' END
+                   AS what
+        FROM events
+        WHERE type IN ('alert.opened', 'alert.resolved')
+          AND (?::TIMESTAMPTZ IS NULL OR occurred_at >= ?)
+          AND (?::TIMESTAMPTZ IS NULL OR occurred_at < ?)
+        ORDER BY occurred_at
+    """, [f.start, f.start, f.end, f.end])
+
+
 def timeline(con: duckdb.DuckDBPyConnection, key: str) -> pd.DataFrame:
     """Every event of a message (SID) or a phone number, in log order: the event's own time
     (Twilio's where it gave one: Event Streams, reconcile, backfill) and when it was stored."""

@@ -31,6 +31,8 @@ from analytics.reader import prepare
 from analytics.reconcile import reconcile
 from analytics.report import hygiene_report
 from analytics.rollup import Rollup, RollupResult
+from schema import roles
+from schema.private_files import private_dir
 from twilio_api.client import UNREACHABLE
 
 log = logging.getLogger("smsledger.analytics.worker")
@@ -82,12 +84,12 @@ async def run_worker(config: WorkerConfig, twilio_client: Any = None,
             loop.add_signal_handler(sig, stop.set)
             handled.append(sig)
     total = RollupResult()
-    pg = await asyncpg.connect(config.database_url)
+    pg = await roles.connect_as(config.database_url, roles.WORKER_ROLE)
     try:
         await prepare(pg)
         if not await acquire_leadership(pg, stop):
             return total
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(config.data_dir)
         work = publish.work_path(config.data_dir)
         duck = await asyncio.to_thread(open_model, work)
         alerting = await Alerting(config.alerts).start() if config.alerts is not None else None

@@ -1,12 +1,16 @@
-"""Planned incidents, so that the demo and the tests see alerts open and resolve:
+"""Incidents the simulator can stage on cue, so the demo (and a user trying smsledger out) sees
+alerts open and resolve: ``KIND[:TARGET]@SECONDS[+DURATION]``, SECONDS after the traffic starts,
+for DURATION seconds (default: until the traffic ends).
 
-- ``carrier-outage:CARRIER@SECONDS[+DURATION]`` — messages to that carrier (a case-insensitive
-  part of its name, e.g. ``verizon``) end ``undelivered`` with 30008;
-- ``callback-silence@SECONDS[+DURATION]`` — no status callbacks at all (a StatusCallback URL
-  that stopped reaching the ingester);
-- ``latency:COUNTRY@SECONDS[+DURATION]`` — deliveries to that country (ISO code) take 12 s more.
-
-SECONDS counts from the simulator's start; DURATION defaults to 300 s.
+- ``pumping:PREFIX`` — SMS pumping: OTP traffic (Verify starts when Verify is configured, else
+  OTP messages) to consecutive numbers in PREFIX (E.164 digits, e.g. ``+1206555``), never
+  approved; the carrier side answers some of it with 30453 like Twilio's SMS Pumping
+  Protection.
+- ``carrier-outage:CARRIER`` — messages to a carrier whose name contains CARRIER (any case,
+  e.g. ``verizon``) end ``undelivered`` with 30008 (sim/twilio.py);
+- ``callback-silence`` — no status callbacks at all, as when the StatusCallback URL stopped
+  reaching the ingester (sim/twilio.py);
+- ``latency:COUNTRY`` — deliveries to that country (ISO code) take ``EXTRA_LATENCY_S`` more.
 """
 
 from __future__ import annotations
@@ -16,49 +20,57 @@ import re
 
 from sim.world import Fate, Number
 
-DEFAULT_DURATION_S = 300.0
+# Kind -> what its TARGET names (None: takes no target).
+KINDS: dict[str, str | None] = {"pumping": "an E.164 number prefix such as +1206555",
+                                "carrier-outage": "part of a carrier's name such as verizon",
+                                "callback-silence": None,
+                                "latency": "a country code such as GB"}
 EXTRA_LATENCY_S = 12.0
-_SPEC = re.compile(r"^(carrier-outage|callback-silence|latency)(?::([^@]+))?@(\d+(?:\.\d+)?)"
-                   r"(?:\+(\d+(?:\.\d+)?))?$")
+
+_SPEC = re.compile(r"^(?P<kind>[a-z-]+)(?::(?P<target>[^@]+))?@(?P<at>\d+(?:\.\d+)?)"
+                   r"(?:\+(?P<duration>\d+(?:\.\d+)?))?$")
 
 
 class IncidentError(ValueError):
-    """A malformed --incident; the message shows the expected forms."""
+    """A spec that cannot be staged; the message says why."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Incident:
     kind: str
-    target: str            # carrier name part, country code, or "" for callback-silence
-    start_s: float
-    duration_s: float
+    target: str
+    at_s: float
+    duration_s: float | None        # None: until the traffic ends
 
     def active(self, elapsed_s: float) -> bool:
-        return self.start_s <= elapsed_s < self.start_s + self.duration_s
-
-    def __str__(self) -> str:
-        target = f":{self.target}" if self.target else ""
-        return f"{self.kind}{target}@{self.start_s:g}+{self.duration_s:g}"
+        return elapsed_s >= self.at_s and (self.duration_s is None or
+                                           elapsed_s < self.at_s + self.duration_s)
 
 
 def parse(spec: str) -> Incident:
     match = _SPEC.match(spec.strip())
     if match is None:
-        raise IncidentError(
-            f"bad incident {spec!r}: use carrier-outage:CARRIER@SECONDS[+DURATION], "
-            "callback-silence@SECONDS[+DURATION] or latency:COUNTRY@SECONDS[+DURATION]")
-    kind, target, start, duration = match.groups()
-    if (kind == "callback-silence") != (target is None):
-        raise IncidentError(f"bad incident {spec!r}: {kind} "
-                            + ("takes no target" if kind == "callback-silence"
-                               else "needs a target (carrier-outage:verizon@60)"))
-    return Incident(kind, (target or "").strip(), float(start),
-                    float(duration) if duration else DEFAULT_DURATION_S)
+        raise IncidentError(f"{spec!r}: use KIND[:TARGET]@SECONDS[+DURATION], e.g. "
+                            "pumping:+1206555@60+300")
+    kind, target = match["kind"], match["target"] or ""
+    if kind not in KINDS:
+        raise IncidentError(f"{spec!r}: unknown incident {kind!r} (known: "
+                            f"{', '.join(sorted(KINDS))})")
+    if KINDS[kind] and not target:
+        raise IncidentError(f"{spec!r}: {kind} needs a target: {KINDS[kind]}")
+    if not KINDS[kind] and target:
+        raise IncidentError(f"{spec!r}: {kind} takes no target")
+    if kind == "pumping" and not re.fullmatch(r"\+\d{4,12}", target):
+        raise IncidentError(f"{spec!r}: the prefix must be + and 4 to 12 digits, not "
+                            f"{target!r}")
+    duration = float(match["duration"]) if match["duration"] else None
+    return Incident(kind, target, float(match["at"]), duration)
 
 
 def apply(incidents: tuple[Incident, ...], elapsed_s: float, number: Number,
           fate: Fate) -> tuple[Fate, bool]:
-    """The fate under the incidents active now, and whether callbacks are silenced."""
+    """What the incidents active ``elapsed_s`` into the run do to one message: its fate, and
+    whether its status callbacks are silenced."""
     silent = False
     for incident in incidents:
         if not incident.active(elapsed_s) or fate.create_error is not None:

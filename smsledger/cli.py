@@ -37,7 +37,10 @@ import click
 from click.core import ParameterSource
 
 from analytics.hygiene import RulesError
+from analytics.report import ReportRefused
+from schema import roles
 from schema.migrate import MigrationError, migrate_url
+from schema.private_files import private_umask, secure_data_dir
 from schema.settings import SETTINGS, Setting, Settings, SettingsError, redact_url, settings_table
 from smsledger import devdb
 from smsledger.logs import setup_logging
@@ -48,8 +51,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # Errors that mean "this could not be done, and here is why": one line on stderr, exit 2.
 KNOWN_ERRORS: tuple[type[Exception], ...] = (SettingsError, MigrationError,
-                                             devdb.DatabaseNotFound, RulesError)
+                                             devdb.DatabaseNotFound, RulesError,
+                                             ReportRefused, roles.RoleMissing)
 _BY_FIELD = {s.field: s for s in SETTINGS}
+# Who may see the dashboard (smsledger/dashboard_cmd.py, dashboard/auth.py).
+DASHBOARD_ACCESS = ("dashboard_password", "oidc_metadata_url", "oidc_client_id",
+                    "oidc_client_secret", "dashboard_users", "dashboard_url", "dashboard_hosts")
 
 
 class Failed(click.ClickException):
@@ -131,6 +138,10 @@ def reads(*fields: str, flags: dict[str, str] | None = None) -> Callable[[F], F]
             except SettingsError as exc:
                 raise click.UsageError(str(exc), ctx=ctx) from None
             setup_logging(settings)
+            tightened = secure_data_dir(settings.data_dir)
+            if tightened:
+                log.warning("made %d files and directories under %s private (0600/0700)",
+                            tightened, settings.data_dir)
             return fn(settings, **kwargs)
 
         params = run.__dict__.setdefault("__click_params__", [])
@@ -379,9 +390,7 @@ def report_hygiene(settings: Settings, out: Path | None) -> None:
         raise Failed(str(exc)) from None
 
     async def main() -> Any:
-        import asyncpg
-
-        pg = await asyncpg.connect(settings.database_url)
+        pg = await roles.connect_as(settings.database_url, roles.WORKER_ROLE)
         try:
             return await hygiene_report(con, pg, rules, out or settings.data_dir / "reports",
                                         settings.notify_url)
@@ -400,7 +409,6 @@ def report_hygiene(settings: Settings, out: Path | None) -> None:
 def _with_twilio(settings: Settings, job: Callable[[Any, Any], Any], resume: str = "") -> Any:
     """Run ``job(twilio_client, pg_connection)`` with both opened and closed around it; Twilio's
     refusals and outages become ``Failed`` (``resume`` is added to their message)."""
-    import asyncpg
     from twilio.base.exceptions import TwilioException
 
     from twilio_api.client import UNREACHABLE, make_client
@@ -409,7 +417,7 @@ def _with_twilio(settings: Settings, job: Callable[[Any, Any], Any], resume: str
 
     async def main() -> Any:
         client, http = make_client(settings)
-        pg = await asyncpg.connect(settings.database_url)
+        pg = await roles.connect_as(settings.database_url, roles.WORKER_ROLE)
         try:
             return await job(client, pg)
         finally:
@@ -509,8 +517,6 @@ def backfill(settings: Settings, since: datetime | None, until: datetime | None,
              files: tuple[Path, ...]) -> None:
     """Import message history: from the Messages API (--since, paged, resumable, idempotent),
     or from Twilio Bulk Export day files (gzip JSON lines) given as FILES."""
-    import asyncpg
-
     from analytics.reconcile import backfill_api, backfill_files
     from schema.events import InvalidEvent
 
@@ -521,7 +527,7 @@ def backfill(settings: Settings, since: datetime | None, until: datetime | None,
         settings.require("database_url")
 
         async def from_files() -> Any:
-            pg = await asyncpg.connect(settings.database_url)
+            pg = await roles.connect_as(settings.database_url, roles.WORKER_ROLE)
             try:
                 return await backfill_files(pg, list(files))
             finally:
@@ -543,24 +549,22 @@ def backfill(settings: Settings, since: datetime | None, until: datetime | None,
 
 
 @cli.command()
-@reads("data_dir", "show_numbers")
-@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@reads("data_dir", "show_numbers", *DASHBOARD_ACCESS)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="address to listen on; another than 127.0.0.1 needs "
+                   "SMSLEDGER_DASHBOARD_PASSWORD or an OpenID Connect provider")
 @click.option("--port", type=int, default=8501, show_default=True, help="port")
 def dashboard(settings: Settings, host: str, port: int) -> None:
     """Run the Streamlit dashboard on the published snapshot
-    (SMSLEDGER_DATA_DIR/analytics.duckdb)."""
-    import dashboard as package
+    (SMSLEDGER_DATA_DIR/analytics.duckdb), behind a sign-in when one is configured."""
+    from smsledger import dashboard_cmd
 
-    app = Path(package.__file__).parent / "app.py"
-    argv = [sys.executable, "-m", "streamlit", "run", str(app),
-            "--server.port", str(port), "--server.address", host,
-            "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--server.fileWatcherType", "none", "--global.developmentMode", "false",
-            # No Deploy button (it offers to publish to Streamlit's cloud); Streamlit's own
-            # log lines follow SMSLEDGER_LOG_LEVEL like every other part.
-            "--client.toolbarMode", "minimal", "--logger.level", settings.log_level.lower()]
-    # The dashboard reads its settings from the environment: flags given here go along.
-    os.environ.update(_settings_env(settings, "data_dir", "show_numbers", "log_level"))
+    argv, said = dashboard_cmd.prepare(settings, host, port)
+    click.echo(said, err=True)
+    # The dashboard reads its settings from the environment: flags given here go along
+    # (secrets have no flags: they are in the environment already).
+    os.environ.update(_settings_env(settings, "data_dir", "show_numbers", "log_level",
+                                    *(f for f in DASHBOARD_ACCESS if not _BY_FIELD[f].secret)))
     # exec, not a child: a SIGTERM for this process reaches Streamlit itself.
     os.execv(sys.executable, argv)
 
@@ -570,21 +574,20 @@ def _settings_env(settings: Settings, *fields: str) -> dict[str, str]:
     env = {}
     for field in fields:
         value = getattr(settings, field)
+        if isinstance(value, tuple):
+            value = ",".join(value)
         env[_BY_FIELD[field].env] = ("1" if value else "0") if isinstance(value, bool) else str(
             value)
     return env
 
 
-def _incidents(ctx: click.Context, param: click.Parameter,
-               value: tuple[str, ...]) -> tuple[str, ...]:
+def _incidents(specs: tuple[str, ...]) -> tuple[Any, ...]:
     from sim.incidents import IncidentError, parse
 
-    for spec in value:
-        try:
-            parse(spec)
-        except IncidentError as exc:
-            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
-    return value
+    try:
+        return tuple(parse(spec) for spec in specs)
+    except IncidentError as exc:
+        raise click.BadParameter(str(exc), param_hint="--incident") from None
 
 
 @cli.command()
@@ -609,10 +612,13 @@ def _incidents(ctx: click.Context, param: click.Parameter,
 @click.option("--drain", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="after --duration, seconds to wait for callbacks still on their way; what "
                    "is left then is dropped and counted")
-@click.option("--incident", multiple=True, callback=_incidents, metavar="SPEC",
-              help="plan an incident (repeatable): carrier-outage:CARRIER@SECONDS[+DURATION], "
-                   "callback-silence@SECONDS[+DURATION], latency:COUNTRY@SECONDS[+DURATION] "
-                   "(SECONDS from the start; DURATION 300 by default)")
+@click.option("--incident", multiple=True, metavar="KIND[:TARGET]@SECONDS[+DURATION]",
+              callback=lambda _c, _p, specs: _incidents(specs),
+              help="stage an incident (repeatable): pumping:PREFIX@S drives OTP sends to "
+                   "consecutive numbers in PREFIX that never convert, from S seconds on; "
+                   "carrier-outage:CARRIER@S (30008 for a carrier whose name contains "
+                   "CARRIER), callback-silence@S (no status callbacks), latency:COUNTRY@S "
+                   "(deliveries 12 s slower); +DURATION ends it")
 def simulate(settings: Settings, **options: Any) -> None:
     """Run the local Twilio simulator and drive realistic traffic through the ingester.
 
@@ -638,7 +644,7 @@ def simulate(settings: Settings, **options: Any) -> None:
               show_default=True, help="simulated actions (sends, replies, OTPs) per second")
 @click.option("--seed", type=int, default=1, show_default=True, help="simulator seed")
 @click.option("--incident", default="carrier-outage:at&t@180+300", show_default=True,
-              callback=lambda ctx, param, value: _incidents(ctx, param, (value,))[0]
+              callback=lambda _c, _p, value: (_incidents((value,)), value)[1]
               if value else value,
               help="the incident the simulator plays (see `smsledger simulate --help`); "
                    "empty: none")
@@ -671,6 +677,9 @@ def doctor(settings: Settings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return its exit status (0, 2 for an error it explains, 130 on Ctrl-C)."""
+    # First of all: whatever this process (and its children: PostgreSQL, Streamlit, DuckDB)
+    # creates holds personal data, and is for this user only.
+    private_umask()
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="smsledger",
                  standalone_mode=False)

@@ -13,9 +13,11 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from analytics.snapshot import current_snapshot
+from dashboard import labels
 from tests import snapshot_data
 
 APP = "../dashboard/app.py"
+P99_MIN_SAMPLE = 100      # dashboard/views/otp.py shows p99 from this many OTPs on
 
 
 @pytest.fixture
@@ -61,9 +63,9 @@ def test_overview_shows_the_true_figures(app: AppTest, snapshot_dir: Path) -> No
     assert shown["Sends"] == f"{sends:,}"
     assert shown["Failures"] == f"{failed:,}"
     assert shown["Delivery rate"] == f"{delivered / (delivered + failed):.1%}"
-    assert shown["Median OTP latency"] == f"{otp_median:.1f} s"
+    assert shown["Median OTP latency"] == labels.duration(otp_median)
     assert "Data as of" in app.sidebar.caption[0].value
-    assert len(app.get("vega_lite_chart")) == 2
+    assert len(app.get("vega_lite_chart")) == 3     # rate vs baseline, volume, funnel
 
 
 def test_errors_page_lists_every_code_with_its_class(app: AppTest, snapshot_dir: Path) -> None:
@@ -99,7 +101,8 @@ def test_otp_page_percentiles_and_verify(app: AppTest, snapshot_dir: Path) -> No
               WHERE category = 'otp' AND delivered_at IS NOT NULL AND sent_at IS NOT NULL)""")
     shown = metrics(app)
     assert (shown["p50"], shown["p90"], shown["p99"]) == (
-        f"{p50:.1f} s", f"{p90:.1f} s", f"{p99:.1f} s")
+        labels.duration(p50), labels.duration(p90),
+        labels.duration(p99) if n >= P99_MIN_SAMPLE else "–")
     assert shown["Delivered OTPs"] == f"{n:,}"
     [(started,)] = sql(snapshot_dir, "SELECT count(*) FROM events "
                                      "WHERE type = 'verification.started'")
@@ -202,3 +205,16 @@ def test_cost_page_shows_final_prices_apart_from_estimates(app: AppTest,
     by_country = app.dataframe[0].value
     assert by_country["final_usd"].sum() == pytest.approx(final)
     assert by_country["messages"].sum() == messages
+
+
+def test_fraud_page_shows_conversion_by_prefix(app: AppTest, snapshot_dir: Path) -> None:
+    goto(app, "fraud")
+    [(starts, approved)] = sql(snapshot_dir, """
+        SELECT count(DISTINCT detail) FILTER (WHERE type = 'verification.started'),
+               count(DISTINCT detail) FILTER (WHERE type = 'verification.checked'
+                                              AND status = 'approved') FROM events""")
+    assert starts > 0
+    table = app.dataframe[-1].value
+    assert table["verifications"].sum() == starts
+    assert table["approvals"].sum() >= approved
+    assert "No prefix looks pumped" in app.success[0].value      # ordinary simulated traffic

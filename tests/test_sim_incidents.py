@@ -20,10 +20,12 @@ OK = Fate(None, "delivered", None, 0.5, 3.0)
 def test_forms_and_errors() -> None:
     assert parse("carrier-outage:verizon@60+120") == Incident("carrier-outage", "verizon",
                                                                 60, 120)
-    assert parse("callback-silence@30").duration_s == incidents.DEFAULT_DURATION_S
+    assert parse("callback-silence@30").duration_s is None      # until the traffic ends
     assert parse("latency:GB@0+10") == Incident("latency", "GB", 0, 10)
-    for bad in ("carrier-outage@60", "callback-silence:x@5", "latency:GB", "meteor@5"):
-        with pytest.raises(IncidentError, match="bad incident"):
+    for bad, why in (("carrier-outage@60", "needs a target"),
+                     ("callback-silence:x@5", "takes no target"), ("latency:GB", "use KIND"),
+                     ("meteor@5", "unknown incident")):
+        with pytest.raises(IncidentError, match=why):
             parse(bad)
 
 
