@@ -615,7 +615,10 @@ def _incidents(specs: tuple[str, ...]) -> tuple[Any, ...]:
 @click.option("--incident", multiple=True, metavar="KIND[:TARGET]@SECONDS[+DURATION]",
               callback=lambda _c, _p, specs: _incidents(specs),
               help="stage an incident (repeatable): pumping:PREFIX@S drives OTP sends to "
-                   "consecutive numbers in PREFIX that never convert, from S seconds on")
+                   "consecutive numbers in PREFIX that never convert, from S seconds on; "
+                   "carrier-outage:CARRIER@S (30008 for a carrier whose name contains "
+                   "CARRIER), callback-silence@S (no status callbacks), latency:COUNTRY@S "
+                   "(deliveries 12 s slower); +DURATION ends it")
 def simulate(settings: Settings, **options: Any) -> None:
     """Run the local Twilio simulator and drive realistic traffic through the ingester.
 
@@ -640,12 +643,19 @@ def simulate(settings: Settings, **options: Any) -> None:
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=5.0,
               show_default=True, help="simulated actions (sends, replies, OTPs) per second")
 @click.option("--seed", type=int, default=1, show_default=True, help="simulator seed")
-def demo(settings: Settings, port: int, duration: float, rate: float, seed: int) -> None:
+@click.option("--incident", default="carrier-outage:at&t@180+300", show_default=True,
+              callback=lambda _c, _p, value: (_incidents((value,)), value)[1]
+              if value else value,
+              help="the incident the simulator plays (see `smsledger simulate --help`); "
+                   "empty: none")
+def demo(settings: Settings, port: int, duration: float, rate: float, seed: int,
+         incident: str) -> None:
     """Start everything on this machine: database, migrations, ingester, the Twilio simulator
     with traffic, the analytics worker and the dashboard. Ctrl-C stops it all."""
     from smsledger.demo import run_demo
 
-    code = run_demo(settings, port=port, duration=duration, rate=rate, seed=seed)
+    code = run_demo(settings, port=port, duration=duration, rate=rate, seed=seed,
+                    incident=incident)
     if code:
         raise click.exceptions.Exit(code)
 
