@@ -202,6 +202,20 @@ def verify_conversion(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) ->
     """, params)  # noqa: S608
 
 
+def otp_conversion(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
+    """Per day of sending: OTP messages, those confirmed through /v1/otp/confirm
+    (``otp.confirmed``), and the share confirmed: OTP conversion without Verify."""
+    where, params = f.where()
+    return _df(con, f"""
+        SELECT date_trunc('day', coalesce(sent_at, first_seen_at)) AS day, count(*) AS sent,
+               count(*) FILTER (WHERE message_sid IN (
+                   SELECT message_sid FROM events WHERE type = 'otp.confirmed')) AS confirmed,
+               confirmed / nullif(sent, 0) AS conversion
+        FROM message_facts WHERE {where} AND category = 'otp'
+        GROUP BY 1 ORDER BY 1
+    """, params)  # noqa: S608
+
+
 def opt_outs(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
     """Per day and keyword: opt-outs, opt-ins and help requests."""
     where, params = f.event_where()
@@ -236,6 +250,36 @@ def flagged_numbers(con: duckdb.DuckDBPyConnection, verdicts: list[str] | None =
     """, params)  # noqa: S608
 
 
+def refused_sends(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
+    """Sends that never became messages: refused by smsledger before Twilio was called (opted
+    out, suppressed, the fraud guard) or by Twilio at create time (its error code)."""
+    return _df(con, """
+        SELECT CASE WHEN type = 'message.refused' THEN 'smsledger' ELSE 'Twilio' END AS by,
+               CASE WHEN type = 'message.refused' THEN coalesce(detail, 'refused')
+                    ELSE coalesce(error_code::VARCHAR, 'refused') END AS reason,
+               count(*) AS sends
+        FROM events
+        WHERE type IN ('message.refused', 'message.send_failed')
+          AND (?::TIMESTAMPTZ IS NULL OR occurred_at >= ?)
+          AND (?::TIMESTAMPTZ IS NULL OR occurred_at < ?)
+        GROUP BY ALL ORDER BY sends DESC
+    """, [f.start, f.start, f.end, f.end])
+
+
+def alert_marks(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
+    """When alerts opened and resolved, for markers on the trend charts."""
+    return _df(con, """
+        SELECT occurred_at AS at,
+               CASE type WHEN 'alert.opened' THEN 'alert opened' ELSE 'alert resolved' END
+                   AS what
+        FROM events
+        WHERE type IN ('alert.opened', 'alert.resolved')
+          AND (?::TIMESTAMPTZ IS NULL OR occurred_at >= ?)
+          AND (?::TIMESTAMPTZ IS NULL OR occurred_at < ?)
+        ORDER BY occurred_at
+    """, [f.start, f.start, f.end, f.end])
+
+
 def timeline(con: duckdb.DuckDBPyConnection, key: str) -> pd.DataFrame:
     """Every event of a message (SID) or a phone number, in log order: the event's own time
     (Twilio's where it gave one: Event Streams, reconcile, backfill) and when it was stored."""
@@ -251,14 +295,14 @@ class Search:
     """What the explorer was asked, read from what a person types: a message SID or its
     prefix, a whole number (with or without +, spaces, dashes, brackets), the last digits of
     a number (as the masked pages show them, ``•••2200``), or a drill-down from another page
-    (``error:30003``, ``carrier:…``, ``country:GB``)."""
-    kind: str          # sid, sid_prefix, number, digits, error, carrier, country, empty
+    (``error:30003``, ``carrier:…``, ``country:GB``, ``sender:+1…`` or ``sender:MG…``)."""
+    kind: str   # sid, sid_prefix, number, digits, error, carrier, country, sender, empty
     value: str
 
     @classmethod
     def parse(cls, text: str) -> Search:
         raw = text.strip()
-        for kind in ("error", "carrier", "country"):
+        for kind in ("error", "carrier", "country", "sender"):
             if raw.lower().startswith(kind + ":"):
                 return cls(kind, raw[len(kind) + 1:].strip())
         compact = "".join(raw.split()).lstrip("•.*x")
@@ -285,7 +329,7 @@ def find_numbers(con: duckdb.DuckDBPyConnection, digits: str, limit: int = 50,
 def find_messages(con: duckdb.DuckDBPyConnection, search: Search, limit: int = 200,
                   ) -> pd.DataFrame:
     """The newest messages matching a SID prefix or a drill-down (error code, carrier,
-    country)."""
+    country, sender)."""
     code = None if search.kind != "error" else (
         int(search.value) if search.value.isdigit() else -1)   # -1: no code matches
     return _df(con, """
@@ -296,10 +340,12 @@ def find_messages(con: duckdb.DuckDBPyConnection, search: Search, limit: int = 2
           AND (? IS NULL OR error_code = ?)
           AND (? IS NULL OR coalesce(carrier, 'unknown') = ?)
           AND (? IS NULL OR coalesce(country, 'unknown') = ?)
+          AND (? IS NULL OR coalesce(from_number, messaging_service_sid) = ?)
         ORDER BY coalesce(sent_at, first_seen_at) DESC LIMIT ?
     """, [*[search.value if search.kind == "sid_prefix" else None] * 2, code, code,
           *[search.value if search.kind == "carrier" else None] * 2,
-          *[search.value if search.kind == "country" else None] * 2, limit])
+          *[search.value if search.kind == "country" else None] * 2,
+          *[search.value if search.kind == "sender" else None] * 2, limit])
 
 
 def data_as_of(con: duckdb.DuckDBPyConnection) -> datetime | None:

@@ -12,6 +12,7 @@ import dataclasses
 import html
 import json
 import logging
+import os
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ import duckdb
 from analytics.hygiene import HygieneRules
 from schema import store
 from schema.events import EventType, Source, suppression
+from schema.private_files import open_private, private_dir, write_private
 
 log = logging.getLogger("smsledger.analytics.report")
 
@@ -72,12 +74,29 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+class ReportRefused(PermissionError):
+    """The report cannot be written where asked; the message says why. (An OSError: the
+    worker logs it and goes on, as for a full disk.)"""
+
+
+def refuse_symlinks(*paths: Path) -> None:
+    """A report holds whole phone numbers: it is not written through a symbolic link that
+    someone else may have planted where it goes (the directory or any of its files)."""
+    for path in paths:
+        if path.is_symlink():
+            raise ReportRefused(f"{path} is a symbolic link; refusing to write a report "
+                                "through it (remove it, or choose another --out)")
+
+
 def write_files(rows: list[dict[str, Any]], counts: dict[str, int], out_dir: Path,
                 rules: HygieneRules, now: datetime) -> tuple[Path, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    refuse_symlinks(out_dir)
+    private_dir(out_dir)
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     csv_path, html_path = out_dir / f"hygiene-{stamp}.csv", out_dir / f"hygiene-{stamp}.html"
-    with csv_path.open("w", newline="", encoding="utf-8") as f:
+    refuse_symlinks(csv_path, html_path, out_dir / "hygiene-latest.csv",
+                    out_dir / "hygiene-latest.html")
+    with os.fdopen(open_private(csv_path), "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(COLUMNS)
         for row in rows:
@@ -86,16 +105,16 @@ def write_files(rows: list[dict[str, Any]], counts: dict[str, int], out_dir: Pat
         "<tr>" + "".join(f"<td>{html.escape(_cell(row.get(c)))}</td>" for c in COLUMNS[:12])
         + "</tr>" for row in rows)
     summary = "".join(f"<li><b>{html.escape(k)}</b>: {v}</li>" for k, v in sorted(counts.items()))
-    html_path.write_text(
+    write_private(html_path, (
         "<!doctype html><meta charset=utf-8><title>smsledger list hygiene</title>"
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}</style>"
         f"<h1>List hygiene report</h1><p>{_cell(now)} · rules {html.escape(rules.version)} · "
         f"{len(rows)} numbers flagged</p><ul>{summary}</ul><table><tr>"
-        + "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS[:12]) + f"</tr>{body}</table>",
-        encoding="utf-8")
+        + "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS[:12]) + f"</tr>{body}</table>"
+    ).encode("utf-8"))
     for path, latest in ((csv_path, "hygiene-latest.csv"), (html_path, "hygiene-latest.html")):
-        (out_dir / latest).write_bytes(path.read_bytes())
+        write_private(out_dir / latest, path.read_bytes())
     return csv_path, html_path
 
 

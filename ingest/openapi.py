@@ -17,10 +17,13 @@ def _error(description: str) -> dict[str, Any]:
 
 
 COMMON_ERRORS = {
-    "400": _error("malformed input (missing field, NUL byte, invalid UTF-8 or JSON)"),
+    "400": _error("malformed input (missing field, a field not in Twilio's shape, too many "
+                  "form fields, NUL byte, invalid UTF-8 or JSON, JSON nested too deep)"),
+    "408": _error("the body did not arrive within SMSLEDGER_BODY_TIMEOUT_S"),
     "413": _error("body over the size limit"),
     "415": _error("wrong Content-Type"),
-    "503": _error("overloaded, or neither PostgreSQL nor the spool could take the events"),
+    "503": _error("overloaded (or too many bodies arriving slowly), or neither PostgreSQL nor "
+                  "the spool could take the events"),
 }
 SIGNED = {"name": "X-Twilio-Signature", "in": "header", "required": True,
           "description": "base64 HMAC of SMSLEDGER_PUBLIC_URL + path + query (+ sorted form "
@@ -123,7 +126,8 @@ SPEC: dict[str, Any] = {
                     "type": "string", "pattern": "^https?://"}},
                 "category": {"enum": sorted(CATEGORIES)}, "tags": TAGS}}),
             "responses": {"201": {"description": "sent and recorded"},
-                          "409": _error("recipient opted out or suppressed"),
+                          "409": _error("recipient opted out or suppressed (the body's "
+                                        "`scope` says which scope refused)"),
                           "502": _error("Twilio unreachable; nothing sent or stored"),
                           **V1_ERRORS,
                           "400": _error("malformed input, or Twilio refused the message "
@@ -151,6 +155,16 @@ SPEC: dict[str, Any] = {
             "responses": {"200": {"description": "approved or pending"},
                           "404": _error("no pending verification"),
                           "502": _error("Twilio unreachable"), **V1_ERRORS}}},
+        "/v1/otp/confirm": {"post": {
+            "summary": "The user used an OTP: Twilio Message Feedback outcome=confirmed, and "
+                       "otp.confirmed (once per message)", "security": [{"apiKey": []}],
+            "requestBody": _json({"type": "object", "required": ["sid"], "properties": {
+                "sid": {"type": "string", "pattern": "^(SM|MM)[0-9a-f]{32}$"}}}),
+            "responses": {"200": {"description": "already confirmed; Twilio not called again"},
+                          "201": {"description": "feedback posted and otp.confirmed stored"},
+                          "404": _error("no such message sent or recorded"),
+                          "409": _error("the message is not an OTP"),
+                          "502": _error("Twilio unreachable; nothing stored"), **V1_ERRORS}}},
         "/healthz": {"get": {"summary": "The process is up",
                              "responses": {"200": {"description": "ok"}}}},
         "/readyz": {"get": {"summary": "ready / degraded (spooling) / unavailable",

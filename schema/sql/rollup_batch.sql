@@ -19,11 +19,13 @@ SELECT position, tx_id::text::numeric(20, 0) AS tx_id, type, source, message_sid
                 THEN payload->>'verification_sid'
             -- "0.0079 USD": Twilio's final price, split again by analytics/sql/apply_prices.sql
             WHEN type = 'message.priced'
-                THEN (payload->>'amount') || ' ' || (payload->>'price_unit') END AS detail,
+                THEN (payload->>'amount') || ' ' || (payload->>'price_unit')
+            -- The whole alert (rule, segment, observed, baseline, text) for the Alerts page.
+            WHEN type IN ('alert.opened', 'alert.resolved') THEN payload::text END AS detail,
        CASE WHEN type = 'number.looked_up' THEN payload->>'line_type' END AS line_type
 FROM events
 WHERE (tx_id, position) > ($1::text::xid8, $2::bigint)
-  AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+  AND tx_id < read_horizon()   -- pg_snapshot_xmin, ignoring other databases (migration 0018)
 -- Order by the table's columns, not the output aliases, or the index cannot serve it.
 ORDER BY events.tx_id, events.position
 LIMIT $3
