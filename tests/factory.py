@@ -61,6 +61,17 @@ async def append(db: asyncpg.Connection, evs: Sequence[Event]) -> None:
 
 
 
+async def settled(db: asyncpg.Connection, timeout_s: float = 60) -> None:
+    """Wait until every committed event is below the gap-free reader's horizon
+    (``read_horizon()``, migration 0018), so that a rollup right after sees all of them."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await db.fetchval(
+            "SELECT coalesce(max(tx_id) < read_horizon(), true) FROM events"):
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"an open transaction held the read horizon for {timeout_s:.0f} s")
+        await asyncio.sleep(0.05)
+
+
 async def rollup(db_url: str, path: Path, batch_size: int = 1000, *, complete: bool = True,
                  rules: HygieneRules | None = None, deadline_s: float = 60,
                  ) -> tuple[duckdb.DuckDBPyConnection, RollupResult]:

@@ -100,6 +100,14 @@ def metric_values(page: Page) -> list[str]:
     return [t.strip() for t in page.get_by_test_id("stMetricValue").all_inner_texts()]
 
 
+def sql(data_dir: Path, query: str) -> list[tuple[object, ...]]:
+    con = duckdb.connect(str(current_snapshot(data_dir)), read_only=True)
+    try:
+        return con.execute(query).fetchall()
+    finally:
+        con.close()
+
+
 def shown_metrics(page: Page) -> dict[str, str]:
     """Each metric's label and value as the browser renders them, paired by position."""
     labels = [t.strip() for t in page.get_by_test_id("stMetricLabel").all_inner_texts()]
