@@ -202,6 +202,20 @@ def verify_conversion(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) ->
     """, params)  # noqa: S608
 
 
+def otp_conversion(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
+    """Per day of sending: OTP messages, those confirmed through /v1/otp/confirm
+    (``otp.confirmed``), and the share confirmed: OTP conversion without Verify."""
+    where, params = f.where()
+    return _df(con, f"""
+        SELECT date_trunc('day', coalesce(sent_at, first_seen_at)) AS day, count(*) AS sent,
+               count(*) FILTER (WHERE message_sid IN (
+                   SELECT message_sid FROM events WHERE type = 'otp.confirmed')) AS confirmed,
+               confirmed / nullif(sent, 0) AS conversion
+        FROM message_facts WHERE {where} AND category = 'otp'
+        GROUP BY 1 ORDER BY 1
+    """, params)  # noqa: S608
+
+
 def opt_outs(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
     """Per day and keyword: opt-outs, opt-ins and help requests."""
     where, params = f.event_where()
@@ -281,14 +295,14 @@ class Search:
     """What the explorer was asked, read from what a person types: a message SID or its
     prefix, a whole number (with or without +, spaces, dashes, brackets), the last digits of
     a number (as the masked pages show them, ``•••2200``), or a drill-down from another page
-    (``error:30003``, ``carrier:…``, ``country:GB``)."""
-    kind: str          # sid, sid_prefix, number, digits, error, carrier, country, empty
+    (``error:30003``, ``carrier:…``, ``country:GB``, ``sender:+1…`` or ``sender:MG…``)."""
+    kind: str   # sid, sid_prefix, number, digits, error, carrier, country, sender, empty
     value: str
 
     @classmethod
     def parse(cls, text: str) -> Search:
         raw = text.strip()
-        for kind in ("error", "carrier", "country"):
+        for kind in ("error", "carrier", "country", "sender"):
             if raw.lower().startswith(kind + ":"):
                 return cls(kind, raw[len(kind) + 1:].strip())
         compact = "".join(raw.split()).lstrip("•.*x")
@@ -315,7 +329,7 @@ def find_numbers(con: duckdb.DuckDBPyConnection, digits: str, limit: int = 50,
 def find_messages(con: duckdb.DuckDBPyConnection, search: Search, limit: int = 200,
                   ) -> pd.DataFrame:
     """The newest messages matching a SID prefix or a drill-down (error code, carrier,
-    country)."""
+    country, sender)."""
     code = None if search.kind != "error" else (
         int(search.value) if search.value.isdigit() else -1)   # -1: no code matches
     return _df(con, """
@@ -326,10 +340,12 @@ def find_messages(con: duckdb.DuckDBPyConnection, search: Search, limit: int = 2
           AND (? IS NULL OR error_code = ?)
           AND (? IS NULL OR coalesce(carrier, 'unknown') = ?)
           AND (? IS NULL OR coalesce(country, 'unknown') = ?)
+          AND (? IS NULL OR coalesce(from_number, messaging_service_sid) = ?)
         ORDER BY coalesce(sent_at, first_seen_at) DESC LIMIT ?
     """, [*[search.value if search.kind == "sid_prefix" else None] * 2, code, code,
           *[search.value if search.kind == "carrier" else None] * 2,
-          *[search.value if search.kind == "country" else None] * 2, limit])
+          *[search.value if search.kind == "country" else None] * 2,
+          *[search.value if search.kind == "sender" else None] * 2, limit])
 
 
 def data_as_of(con: duckdb.DuckDBPyConnection) -> datetime | None:

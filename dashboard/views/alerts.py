@@ -9,7 +9,7 @@ import streamlit as st
 
 from analytics import alert_views
 from dashboard.alerting import alerts
-from dashboard.common import connection, page_context
+from dashboard.common import connection, explore, page_context, selected_row
 
 path, _filters = page_context()
 st.header("Alerts")
@@ -31,7 +31,17 @@ if open_now.empty:
 else:
     st.dataframe(open_now[shown], hide_index=True, width="stretch")
 st.subheader("Recent")
-st.dataframe(frame[shown].head(50), hide_index=True, width="stretch")
+st.caption("Click an alert for the newest messages of its segment in the Message explorer.")
+recent = frame.head(50).reset_index(drop=True)
+event = st.dataframe(recent[shown], hide_index=True, width="stretch", on_select="rerun",
+                     selection_mode="single-row", key="alerts_table",
+                     column_config={"text": st.column_config.TextColumn("What", width="large")})
+clicked = selected_row(event)
+if clicked is not None:
+    hit = recent.iloc[clicked]
+    for dim in ("carrier", "country", "sender"):
+        if isinstance(hit[dim], str) and hit[dim]:
+            explore(f"{dim}:{hit[dim]}")
 
 st.subheader("Segment against its baseline")
 labels = [f"{r.state} · {r.rule} · {r.segment} · {r.opened_at:%Y-%m-%d %H:%M}"
