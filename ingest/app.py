@@ -17,7 +17,7 @@ from ingest import ops, send, webhooks
 from ingest.append import FLUSHERS, GroupCommitAppender, Overloaded, StoreUnavailable, Unstorable
 from ingest.forms import BadRequest
 from ingest.metrics import IngestMetrics
-from ingest.signature import WebhookSigner
+from ingest.signature import WebhookVerifier
 from ingest.spool import Spool
 from schema.settings import Settings, SettingsError, redact_url
 from twilio_api.client import make_client
@@ -127,7 +127,7 @@ def create_app(settings: Settings) -> web.Application:
                                               webhooks.API_MAX_BODY_BYTES))
     app[webhooks.SETTINGS] = settings
     metrics = app[webhooks.METRICS] = IngestMetrics()
-    app[webhooks.SIGNER] = WebhookSigner(settings.twilio_auth_token)
+    app[webhooks.SIGNER] = WebhookVerifier.from_settings(settings)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_twilio_ctx)
     for path, handler in (("/twilio/status", webhooks.status_callback),

@@ -127,6 +127,39 @@ def _text(name: str, raw: str) -> str:
     return raw
 
 
+def _opt_out_scope(name: str, raw: str) -> str:
+    scope = raw.lower()
+    if scope not in ("account", "sender"):
+        raise SettingsError(f"{name} must be account or sender, not {raw!r}")
+    return scope
+
+
+def shared_keys(raw: str, name: str = "SMSLEDGER_WEBHOOK_SHARED_KEYS") -> dict[str, str]:
+    """``KSaaa=secret1,KSbbb=secret2`` as {key id: secret}. Errors name the variable and the
+    pair's place, never a secret (the value is a secret as a whole)."""
+    keys: dict[str, str] = {}
+    if not raw.strip():
+        return keys
+    for i, pair in enumerate(raw.split(","), start=1):
+        key_id, sep, secret = pair.strip().partition("=")
+        key_id, secret = key_id.strip(), secret.strip()
+        if not sep or not secret:
+            raise SettingsError(f"{name}: pair {i} is not `key id=secret` (comma-separated "
+                                "pairs such as KSaaa=secret1,KSbbb=secret2)")
+        if not key_id.isascii() or not key_id.replace("_", "").replace("-", "").isalnum():
+            raise SettingsError(f"{name}: pair {i}: the key id must be letters, digits, - or _ "
+                                "(a Twilio SharedKey SID such as KS...)")
+        if key_id in keys:
+            raise SettingsError(f"{name}: key id {key_id} is given twice")
+        keys[key_id] = secret
+    return keys
+
+
+def _shared_keys(name: str, raw: str) -> str:
+    shared_keys(raw, name)  # checked at start; kept as text, hidden as a Secret
+    return raw
+
+
 def _path(name: str, raw: str) -> Path:
     return Path(raw)
 
@@ -175,6 +208,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("twilio_auth_token", "TWILIO_AUTH_TOKEN", "",
             "Twilio auth token: signs and verifies webhooks, authenticates API calls.",
             secret=True),
+    Setting("twilio_auth_token_secondary", "TWILIO_AUTH_TOKEN_SECONDARY", "",
+            "Twilio's secondary auth token during a rotation: webhooks signed with it are "
+            "accepted too while it is set (a warning once an hour while it is in use).",
+            secret=True),
+    Setting("webhook_shared_keys", "SMSLEDGER_WEBHOOK_SHARED_KEYS", "",
+            "Twilio SharedKeys for webhook signatures: comma-separated `key id=secret` pairs "
+            "(several during a rotation). A webhook whose X-Twilio-Webhooks-Signature-Settings "
+            "names key=<id> is checked with that secret.", _shared_keys, secret=True),
     Setting("twilio_phone_number", "TWILIO_PHONE_NUMBER", "",
             "Default sender (E.164 number, short code or alphanumeric ID)."),
     Setting("twilio_messaging_service_sid", "TWILIO_MESSAGING_SERVICE_SID", "",
@@ -200,6 +241,9 @@ SETTINGS: tuple[Setting, ...] = (
             _path),
     Setting("max_body_bytes", "SMSLEDGER_MAX_BODY_BYTES", "65536",
             "Largest webhook body accepted; larger ones get 413.", _positive_int),
+    Setting("max_form_fields", "SMSLEDGER_MAX_FORM_FIELDS", "256",
+            "Most fields a webhook form may have (Twilio's largest, an MMS with 10 media, has "
+            "about 50); more get 400 before the signature is checked.", _positive_int),
     Setting("queue_size", "SMSLEDGER_QUEUE_SIZE", "20000",
             "Events waiting for the group commit; when full, requests get 503 at once.",
             _positive_int),
@@ -217,6 +261,11 @@ SETTINGS: tuple[Setting, ...] = (
             "TwiML reply to STOP and the other opt-out keywords (empty: none)."),
     Setting("opt_in_reply", "SMSLEDGER_OPT_IN_REPLY", "",
             "TwiML reply to START/YES/UNSTOP (empty: none)."),
+    Setting("opt_out_scope", "SMSLEDGER_OPT_OUT_SCOPE", "account",
+            "What a STOP refuses: `account` (every send to that person, from any sender: the "
+            "conservative default) or `sender` (as Twilio scopes it: sends through the "
+            "Messaging Service the STOP reached, or from the plain number it was sent to).",
+            _opt_out_scope),
     Setting("twilio_timeout_s", "SMSLEDGER_TWILIO_TIMEOUT_S", "10",
             "Seconds a Twilio API call may take before the request gets 502.", _positive_float),
     Setting("rollup_interval_s", "SMSLEDGER_ROLLUP_INTERVAL_S", "5",
@@ -266,6 +315,7 @@ class Settings:
     trust_forwarded: bool
     data_dir: Path
     max_body_bytes: int
+    max_form_fields: int
     queue_size: int
     batch_max: int
     db_pool_size: int
@@ -283,6 +333,9 @@ class Settings:
     reconcile_after_s: float
     show_numbers: bool
     log_level: str
+    twilio_auth_token_secondary: Secret
+    webhook_shared_keys: Secret
+    opt_out_scope: str
 
     def __init__(self, **values: Any) -> None:
         """Every setting not given takes the table's default (parsed as from the environment)."""

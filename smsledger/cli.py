@@ -168,10 +168,12 @@ def settings() -> None:
 
 
 @cli.command()
-@reads("database_url", "twilio_account_sid", "twilio_auth_token", "twilio_phone_number",
-       "twilio_verify_service_sid", "twilio_api_url", "api_key", "public_url", "trust_forwarded",
-       "data_dir", "max_body_bytes", "queue_size", "batch_max", "db_pool_size", "db_timeout_s",
-       "help_reply", "opt_out_reply", "opt_in_reply", "twilio_timeout_s")
+@reads("database_url", "twilio_account_sid", "twilio_auth_token", "twilio_auth_token_secondary",
+       "webhook_shared_keys", "twilio_phone_number", "twilio_verify_service_sid",
+       "twilio_api_url", "api_key", "public_url", "trust_forwarded", "data_dir",
+       "max_body_bytes", "max_form_fields", "queue_size", "batch_max", "db_pool_size",
+       "db_timeout_s", "help_reply", "opt_out_reply", "opt_in_reply", "opt_out_scope",
+       "twilio_timeout_s")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
 @click.option("--port", type=int, default=8080, show_default=True, help="port to listen on")
 def serve(settings: Settings, host: str, port: int) -> None:
@@ -489,7 +491,10 @@ def dashboard(settings: Settings, host: str, port: int) -> None:
     argv = [sys.executable, "-m", "streamlit", "run", str(app),
             "--server.port", str(port), "--server.address", host,
             "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--server.fileWatcherType", "none", "--global.developmentMode", "false"]
+            "--server.fileWatcherType", "none", "--global.developmentMode", "false",
+            # No Deploy button (it offers to publish to Streamlit's cloud); Streamlit's own
+            # log lines follow SMSLEDGER_LOG_LEVEL like every other part.
+            "--client.toolbarMode", "minimal", "--logger.level", settings.log_level.lower()]
     # The dashboard reads its settings from the environment: flags given here go along.
     os.environ.update(_settings_env(settings, "data_dir", "show_numbers", "log_level"))
     # exec, not a child: a SIGTERM for this process reaches Streamlit itself.
