@@ -21,6 +21,7 @@ import aiohttp
 import asyncpg
 import duckdb
 
+from analytics import queries
 from analytics.hygiene import HygieneRules
 from schema import store
 from schema.events import EventType, Source, suppression
@@ -52,13 +53,7 @@ class HygieneReport:
 
 
 def flagged(con: duckdb.DuckDBPyConnection, rules: HygieneRules) -> list[dict[str, Any]]:
-    cur = con.execute(
-        "SELECT phone, verdict, reason, error_codes, sends, deliveries, failures, "
-        "consecutive_failures, first_failure_at, last_failure_at, last_delivered_at, country, "
-        "carrier, line_type, action AS recommended_action, suppressed "
-        "FROM numbers WHERE verdict <> 'ok' "
-        "ORDER BY CASE verdict WHEN 'remove' THEN 0 WHEN 'unreachable' THEN 1 "
-        "WHEN 'blocked' THEN 2 ELSE 3 END, last_failure_at DESC NULLS LAST, phone")
+    cur = queries.prepare(con).execute(queries.sql("hygiene_flagged"))
     names = [d[0] for d in cur.description]
     rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
     for row in rows:
