@@ -69,9 +69,9 @@ def _dimension(dim: str) -> str:
 def overview(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> dict[str, Any]:
     row = prepare(con).execute(sql("overview"), f.params()).fetchone()
     assert row is not None
-    sends, delivered, failed, otp_p50, segments = row
+    sends, delivered, failed, otp_p50, segments, canceled = row
     finished = delivered + failed
-    return {"sends": sends, "delivered": delivered, "failed": failed,
+    return {"sends": sends, "delivered": delivered, "failed": failed, "canceled": canceled,
             "delivery_rate": delivered / finished if finished else None,
             "otp_median_s": otp_p50, "segments": segments or 0}
 
@@ -135,10 +135,69 @@ def flagged_numbers(con: duckdb.DuckDBPyConnection, verdicts: list[str] | None =
                {"verdicts": verdicts or None, "country": country or None})
 
 
+def refused_sends(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
+    """Sends that never became messages: refused by smsledger before Twilio was called (opted
+    out, suppressed, the fraud guard) or by Twilio at create time (its error code)."""
+    return _df(con, "refused_sends", _date_range(f))
+
+
+def alert_marks(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
+    """When alerts opened and resolved, for markers on the trend charts."""
+    return _df(con, "alert_marks", _date_range(f))
+
+
 def timeline(con: duckdb.DuckDBPyConnection, key: str) -> pd.DataFrame:
-    """Every event of a message (SID) or a phone number, in log order."""
-    name = "timeline_of_message" if key.startswith(("SM", "MM")) else "timeline_of_phone"
-    return _df(con, name, {"key": key})
+    """Every event of a message (SID) or a phone number, in log order: the event's own time
+    (Twilio's where it gave one: Event Streams, reconcile, backfill) and when it was stored."""
+    return _df(con, "timeline", {"key": key, "by_phone": not key.startswith(("SM", "MM"))})
+
+
+@dataclasses.dataclass(frozen=True)
+class Search:
+    """What the explorer was asked, read from what a person types: a message SID or its
+    prefix, a whole number (with or without +, spaces, dashes, brackets), the last digits of
+    a number (as the masked pages show them, ``•••2200``), or a drill-down from another page
+    (``error:30003``, ``carrier:…``, ``country:GB``)."""
+    kind: str          # sid, sid_prefix, number, digits, error, carrier, country, empty
+    value: str
+
+    @classmethod
+    def parse(cls, text: str) -> Search:
+        raw = text.strip()
+        for kind in ("error", "carrier", "country"):
+            if raw.lower().startswith(kind + ":"):
+                return cls(kind, raw[len(kind) + 1:].strip())
+        compact = "".join(raw.split()).lstrip("•.*x")
+        if compact[:2].upper() in ("SM", "MM"):
+            sid = compact[:2].upper() + compact[2:].lower()
+            return cls("sid" if len(sid) == 34 else "sid_prefix", sid)
+        digits = "".join(ch for ch in compact if ch.isdigit())
+        if not digits:
+            return cls("empty", "")
+        if compact.startswith("+") or len(digits) >= 8:
+            return cls("number", "+" + digits)
+        return cls("digits", digits)
+
+
+def find_numbers(con: duckdb.DuckDBPyConnection, digits: str, limit: int = 50,
+                 ) -> pd.DataFrame:
+    """Numbers whose last digits are ``digits``, most texted first."""
+    return _df(con, "find_numbers", {"digits": digits, "limit": limit})
+
+
+def find_messages(con: duckdb.DuckDBPyConnection, search: Search, limit: int = 200,
+                  ) -> pd.DataFrame:
+    """The newest messages matching a SID prefix or a drill-down (error code, carrier,
+    country)."""
+    code = None if search.kind != "error" else (
+        int(search.value) if search.value.isdigit() else -1)   # -1: no code matches
+
+    def value_if(kind: str) -> str | None:
+        return search.value if search.kind == kind else None
+
+    return _df(con, "find_messages", {"sid_prefix": value_if("sid_prefix"), "code": code,
+                                      "carrier": value_if("carrier"),
+                                      "country": value_if("country"), "limit": limit})
 
 
 def data_as_of(con: duckdb.DuckDBPyConnection) -> datetime | None:

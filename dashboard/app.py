@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from dashboard import common
 
-st.set_page_config(page_title="smsledger", page_icon=":material/sms:", layout="wide")
+# A favicon of our own: Streamlit fetches a ":material/…:" page icon from Google's servers,
+# and nothing on this dashboard may leave the machine.
+st.set_page_config(page_title="smsledger",
+                   page_icon=str(Path(__file__).with_name("favicon.png")), layout="wide")
 
 PAGES = [
     st.Page("views/overview.py", title="Overview", icon=":material/monitoring:", default=True),
@@ -15,6 +20,7 @@ PAGES = [
     st.Page("views/otp.py", title="OTP", icon=":material/timer:"),
     st.Page("views/unreachable.py", title="Unreachable numbers", icon=":material/phonelink_erase:"),
     st.Page("views/opt_outs.py", title="Opt-outs", icon=":material/block:"),
+    st.Page("views/cost.py", title="Cost", icon=":material/payments:"),
     st.Page("views/explorer.py", title="Message explorer", icon=":material/search:"),
 ]
 

@@ -290,6 +290,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("reconcile_after_s", "SMSLEDGER_RECONCILE_AFTER_S", "600",
             "A send with no terminal status this many seconds later is fetched from the "
             "Messages API.", _positive_float),
+    Setting("prices", "SMSLEDGER_PRICES", "",
+            "A TOML price table replacing the shipped one (see analytics/prices.toml): the "
+            "estimates until Twilio's final price arrives.", _optional_path),
+    Setting("price_fill_after_s", "SMSLEDGER_PRICE_FILL_AFTER_S", "86400",
+            "A send this many seconds old with no final price yet is fetched from the Messages "
+            "API for it (Twilio fills prices in up to 24 h late).", _positive_float),
+    Setting("price_fill_every_s", "SMSLEDGER_PRICE_FILL_EVERY_S", "300",
+            "Seconds between price fill-in rounds in `smsledger worker` (0: never).",
+            _off_or_positive_float),
+    Setting("price_fill_limit", "SMSLEDGER_PRICE_FILL_LIMIT", "500",
+            "Messages fetched for their price per round (0: off).", _off_or_positive_int),
+    Setting("fraud_guard", "SMSLEDGER_FRAUD_GUARD", "0",
+            "1: while a `pumping` alert is open for a number prefix, OTP sends and Verify "
+            "starts to it get 409 and nothing is sent; 0: alerts only.", _flag),
     Setting("show_numbers", "SMSLEDGER_SHOW_NUMBERS", "0",
             "1: the dashboard shows whole phone numbers; 0: only their last 4 digits.", _flag),
     Setting("log_level", "SMSLEDGER_LOG_LEVEL", "INFO",
@@ -331,6 +345,11 @@ class Settings:
     notify_url: str
     reconcile_every_s: float
     reconcile_after_s: float
+    prices: Path | None
+    price_fill_after_s: float
+    price_fill_every_s: float
+    price_fill_limit: int
+    fraud_guard: bool
     show_numbers: bool
     log_level: str
     twilio_auth_token_secondary: Secret

@@ -66,6 +66,7 @@ class SimConfig:
     reorder_rate: float = 0.05       # final status sent before "sent"
     verify_service_sid: str = "VA" + "0" * 32
     history_days: int = 0            # Message resources already there from past days
+    price_delay_s: float = 60.0      # Twilio fills in `price` this long after the final status
     our_number: str = "+15005550006"
     # What the simulated Console has configured (``smsledger doctor`` reads it back): our
     # number's "A message comes in" URL and, for a Messaging Service, its inbound and status
@@ -93,6 +94,9 @@ class TwilioSim:
         self.numbers = world.make_numbers(config.seed, config.numbers)
         self.by_e164 = {n.e164: n for n in self.numbers}
         self.messages: dict[str, dict[str, Any]] = {}
+        # Twilio applies a STOP to the Messaging Service it reached, or to the plain number:
+        # (phone, MG... or our number). ``opted_out`` is the account-level opt-out setting.
+        self.scoped_opt_outs: set[tuple[str, str]] = set()
         self.opted_out: set[str] = set()
         self.verifications: dict[str, dict[str, Any]] = {}
         self.inbox: dict[str, list[str]] = {}
@@ -130,7 +134,9 @@ class TwilioSim:
                     "direction": "outbound-api", "error_code": outcome.error_code,
                     "error_message": None, "from": self.config.our_number,
                     "messaging_service_sid": None, "num_media": "0", "num_segments": "1",
-                    "price": "-0.00790", "price_unit": "USD", "sid": sid("SM"),
+                    "price": world.price(number.country, 1, False, status,
+                                         outcome.error_code),
+                    "price_unit": "USD", "sid": sid("SM"),
                     "status": status, "to": number.e164}))
         for _, message in sorted(history, key=lambda item: item[0]):
             message["uri"] = (f"/2010-04-01/Accounts/{self.config.account_sid}/Messages/"
@@ -234,19 +240,25 @@ class TwilioSim:
             log.debug("status callback to %s failed (%s)", url, status)
 
     async def send_inbound(self, url: str, from_: str, to: str, body: str,
-                           sign_url: str | None = None) -> int:
-        """An SMS from ``from_`` to our number ``to``, posted to the inbound webhook."""
+                           sign_url: str | None = None,
+                           messaging_service_sid: str | None = None) -> int:
+        """An SMS from ``from_`` to our number ``to`` (in ``messaging_service_sid``'s sender
+        pool, if given), posted to the inbound webhook."""
         word = body.strip().upper()
+        scope = (from_, messaging_service_sid or to)
         if word in ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE",
                     "OPTOUT"):
-            self.opted_out.add(from_)
+            self.scoped_opt_outs.add(scope)
         elif word in ("START", "YES", "UNSTOP"):
+            self.scoped_opt_outs.discard(scope)
             self.opted_out.discard(from_)
         number = self.number(from_)
         params = {"MessageSid": sid("SM"), "AccountSid": self.config.account_sid,
                   "From": from_, "To": to, "Body": body, "NumMedia": "0",
                   "NumSegments": str(segments(body)), "SmsStatus": "received",
                   "ApiVersion": "2010-04-01", "FromCountry": number.country}
+        if messaging_service_sid:
+            params["MessagingServiceSid"] = messaging_service_sid
         params["SmsSid"] = params["SmsMessageSid"] = params["MessageSid"]
         status = await self.post_signed(url, params, sign_url)
         if 200 <= status < 300:
@@ -274,8 +286,9 @@ class TwilioSim:
         if not valid:
             return 400, {"code": 21211, "message": f"Invalid 'To' Phone Number: {to}"}
         number = self.number(to)
-        outcome = world.fate(self.rng, number, world.content_kind(body),
-                             to in self.opted_out)
+        opted_out = (to in self.opted_out or (to, service) in self.scoped_opt_outs
+                     or (to, from_) in self.scoped_opt_outs)
+        outcome = world.fate(self.rng, number, world.content_kind(body), opted_out)
         now = datetime.now(UTC)
         message: dict[str, Any] = {
             "account_sid": self.config.account_sid, "api_version": "2010-04-01", "body": body,
@@ -293,6 +306,8 @@ class TwilioSim:
             # Since April 2024 a create-time failure is stored as a Message resource too.
             message.update(status="failed", error_code=outcome.create_error)
             self.messages[message["sid"]] = message
+            asyncio.get_running_loop().call_later(
+                self.config.price_delay_s * self.config.time_scale, self._price, message)
             self.stats.create_errors += 1
             text = {21610: "Attempt to send to unsubscribed recipient",
                     21614: f"'To' number {to} is not a valid mobile number"}
@@ -347,7 +362,16 @@ class TwilioSim:
         if status == "sent":
             message["date_sent"] = rfc2822(now)
         else:
-            message.update(error_code=code, price="-0.00790")
+            message.update(error_code=code)
+            # Twilio fills the price in later (up to 24 h), and no webhook says so.
+            asyncio.get_running_loop().call_later(
+                self.config.price_delay_s * self.config.time_scale, self._price, message)
+
+    def _price(self, message: dict[str, Any]) -> None:
+        country = self.number(message["to"]).country
+        message["price"] = world.price(country, int(message["num_segments"] or 1),
+                                       message["sid"].startswith("MM"), message["status"],
+                                       message["error_code"])
 
     # -- Verify ------------------------------------------------------------------------------
     def start_verification(self, to: str, channel: str) -> dict[str, Any]:

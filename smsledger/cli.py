@@ -173,7 +173,7 @@ def settings() -> None:
        "twilio_api_url", "api_key", "public_url", "trust_forwarded", "data_dir",
        "max_body_bytes", "max_form_fields", "queue_size", "batch_max", "db_pool_size",
        "db_timeout_s", "help_reply", "opt_out_reply", "opt_in_reply", "opt_out_scope",
-       "twilio_timeout_s")
+       "fraud_guard", "twilio_timeout_s")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
 @click.option("--port", type=int, default=8080, show_default=True, help="port to listen on")
 def serve(settings: Settings, host: str, port: int) -> None:
@@ -256,6 +256,9 @@ def _worker_config(settings: Settings, once: bool, batch_size: int = 250_000,
         lookup_limit=settings.lookup_limit, notify_url=settings.notify_url, once=once,
         reconcile_every_s=settings.reconcile_every_s,
         reconcile_after_s=settings.reconcile_after_s,
+        price_fill_every_s=settings.price_fill_every_s,
+        price_fill_after_s=settings.price_fill_after_s,
+        price_fill_limit=settings.price_fill_limit,
         crash_after_batches=crash_after_batches)
 
 
@@ -286,6 +289,7 @@ def rollup(settings: Settings, once: bool, batch_size: int, crash_after_batches:
 @cli.command()
 @reads("database_url", "data_dir", "rollup_interval_s", "hygiene_every_s", "lookup_limit",
        "hygiene_rules", "notify_url", "reconcile_every_s", "reconcile_after_s",
+       "price_fill_every_s", "price_fill_after_s", "price_fill_limit",
        "twilio_account_sid", "twilio_auth_token", "twilio_api_url", "twilio_timeout_s",
        flags={"rollup_interval_s": "--interval", "hygiene_every_s": "--hygiene-every"})
 @click.option("--once", is_flag=True, help="one round, then exit")
@@ -301,7 +305,8 @@ def worker(settings: Settings, once: bool, batch_size: int) -> None:
 
     async def main() -> None:
         client = http = None
-        if config.lookup_limit and settings.twilio_account_sid and settings.twilio_auth_token:
+        wants = config.lookup_limit or config.reconcile_every_s or config.price_fill_every_s
+        if wants and settings.twilio_account_sid and settings.twilio_auth_token:
             client, http = make_client(settings)
         elif config.lookup_limit:
             log.info("Lookup enrichment off: no TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN")
@@ -434,6 +439,29 @@ def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> date
         raise click.BadParameter(f"not a date: {value!r} (use YYYY-MM-DD or an ISO time)",
                                  ctx, param) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@report.command("cost")
+@reads("data_dir", "prices")
+@click.option("--since", metavar="DATE", callback=_date,
+              help="first day, by send time (YYYY-MM-DD)")
+@click.option("--until", metavar="DATE", callback=_date, help="end, exclusive (YYYY-MM-DD)")
+@click.option("--by", type=click.Choice(["day", "sender", "category", "country", "carrier"]),
+              default="day", show_default=True, help="one row per")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True)
+def report_cost(settings: Settings, since: datetime | None, until: datetime | None, by: str,
+                fmt: str) -> None:
+    """Spend from the published snapshot: Twilio's final prices apart from estimates (the
+    price table), failed-message fees, wasted spend, unit costs and the monthly saving of the
+    current hygiene report."""
+    from smsledger.cost_report import cost_report
+
+    try:
+        click.echo(cost_report(settings.data_dir, settings.prices, by=by, fmt=fmt,
+                               since=since, until=until), nl=False)
+    except SettingsError as exc:
+        raise Failed(str(exc)) from None
 
 
 @cli.command()

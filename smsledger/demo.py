@@ -169,6 +169,12 @@ def run_demo(settings: Settings, *, port: int, duration: float, rate: float, see
                SMSLEDGER_TWILIO_API_URL=f"http://127.0.0.1:{twilio_port}",
                TWILIO_VERIFY_SERVICE_SID="VA" + "de300" * 6 + "00",
                SMSLEDGER_DATA_DIR=str(data_dir.resolve()),
+               # The simulator fills prices in a minute after the final status (Twilio: up to
+               # 24 h): the demo asks for them after two, every half minute.
+               SMSLEDGER_PRICE_FILL_AFTER_S=os.environ.get("SMSLEDGER_PRICE_FILL_AFTER_S",
+                                                           "120"),
+               SMSLEDGER_PRICE_FILL_EVERY_S=os.environ.get("SMSLEDGER_PRICE_FILL_EVERY_S",
+                                                           "30"),
                # Quiet children unless a log level was asked for.
                SMSLEDGER_LOG_LEVEL=settings.log_level
                if "SMSLEDGER_LOG_LEVEL" in os.environ or settings.log_level != "INFO"

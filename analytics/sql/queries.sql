@@ -6,7 +6,9 @@
 -- name: overview
 SELECT count(*), count(*) FILTER (WHERE is_delivered(status)),
        count(*) FILTER (WHERE is_failed(status)),
-       median(latency_s) FILTER (WHERE category = 'otp'), sum(segments)
+       median(latency_s) FILTER (WHERE category = 'otp'),
+       sum(segments) FILTER (WHERE status IS DISTINCT FROM 'canceled'),
+       count(*) FILTER (WHERE status = 'canceled')
 FROM facts_in($start, $end, $sender, $category, $country);
 
 -- name: delivery_by
@@ -104,15 +106,47 @@ SELECT phone, verdict, reason, error_codes, sends, deliveries, failures,
 FROM numbers WHERE verdict <> 'ok'
 ORDER BY verdict_rank(verdict), last_failure_at DESC NULLS LAST, phone;
 
--- name: timeline_of_message
-SELECT received_at, type, status, error_code, source, message_sid, phone, category,
-       detail, position
-FROM events WHERE message_sid = $key ORDER BY position;
+-- name: refused_sends
+SELECT CASE WHEN type = 'message.refused' THEN 'smsledger' ELSE 'Twilio' END AS by,
+       CASE WHEN type = 'message.refused' THEN coalesce(detail, 'refused')
+            ELSE coalesce(error_code::VARCHAR, 'refused') END AS reason,
+       count(*) AS sends
+FROM events
+WHERE type IN ('message.refused', 'message.send_failed')
+  AND ($start::TIMESTAMPTZ IS NULL OR occurred_at >= $start)
+  AND ($end::TIMESTAMPTZ IS NULL OR occurred_at < $end)
+GROUP BY ALL ORDER BY sends DESC;
 
--- name: timeline_of_phone
-SELECT received_at, type, status, error_code, source, message_sid, phone, category,
-       detail, position
-FROM events WHERE phone = $key ORDER BY position;
+-- name: alert_marks
+SELECT occurred_at AS at,
+       CASE type WHEN 'alert.opened' THEN 'alert opened' ELSE 'alert resolved' END AS what
+FROM events
+WHERE type IN ('alert.opened', 'alert.resolved')
+  AND ($start::TIMESTAMPTZ IS NULL OR occurred_at >= $start)
+  AND ($end::TIMESTAMPTZ IS NULL OR occurred_at < $end)
+ORDER BY occurred_at;
+
+-- name: timeline
+-- $key: a message SID, or a phone number when $by_phone.
+SELECT occurred_at, received_at, type, status, error_code, source, message_sid, phone,
+       category, detail, position
+FROM events WHERE message_sid = $key OR ($by_phone AND phone = $key) ORDER BY position;
+
+-- name: find_numbers
+SELECT phone, country, carrier, sends, verdict FROM numbers
+WHERE suffix(phone, $digits) ORDER BY sends DESC, phone LIMIT $limit;
+
+-- name: find_messages
+-- The newest messages matching a SID prefix, an error code, a carrier or a country (each
+-- NULL: any).
+SELECT message_sid, to_number AS phone, status, error_code, carrier, country,
+       coalesce(sent_at, first_seen_at) AS sent_at
+FROM message_facts
+WHERE ($sid_prefix IS NULL OR starts_with(message_sid, $sid_prefix))
+  AND ($code IS NULL OR error_code = $code)
+  AND ($carrier IS NULL OR coalesce(carrier, 'unknown') = $carrier)
+  AND ($country IS NULL OR coalesce(country, 'unknown') = $country)
+ORDER BY coalesce(sent_at, first_seen_at) DESC LIMIT $limit;
 
 -- name: data_as_of
 SELECT updated_at FROM rollup_cursor WHERE id = 1;

@@ -3,8 +3,12 @@
 -- TEMP macros: a read-only snapshot connection can create them, and each connection (each
 -- cursor) gets its own from analytics.queries.prepare.
 
--- A final status that reached the handset / that did not.
-CREATE OR REPLACE TEMP MACRO is_delivered(status) AS status IN ('delivered', 'read');
+-- A final status that reached the handset / that did not. Some segments of a
+-- partially_delivered message arrived: the handset exists and receives, so it counts as
+-- delivered. canceled (withdrawn before sending) is neither: it is not in the delivery rate,
+-- whose denominator is the messages with an outcome.
+CREATE OR REPLACE TEMP MACRO is_delivered(status) AS
+    status IN ('delivered', 'read', 'partially_delivered');
 CREATE OR REPLACE TEMP MACRO is_failed(status) AS status IN ('undelivered', 'failed');
 
 -- The hygiene report's order: what to remove first.

@@ -70,6 +70,16 @@ CREATE TABLE IF NOT EXISTS messages (
     updated_at             TIMESTAMPTZ
 );
 
+-- Twilio's final price per message (message.priced; the latest wins), apart from the
+-- estimate analytics/cost.py makes from the price table until it arrives.
+CREATE TABLE IF NOT EXISTS prices (
+    message_sid  VARCHAR NOT NULL,          -- unique by construction (apply_prices.sql)
+    price        DECIMAL(18, 6) NOT NULL,   -- money paid, positive
+    price_unit   VARCHAR,
+    priced_at    TIMESTAMPTZ,
+    position     BIGINT NOT NULL
+);
+
 -- Per number, what Python knows from the number itself (country, the phonenumbers carrier
 -- hint) and what Lookup v2 said, if it was asked.
 CREATE TABLE IF NOT EXISTS number_info (
@@ -114,12 +124,15 @@ CREATE TABLE IF NOT EXISTS error_codes (
 );
 
 -- A status's place in a message's life; the highest key is the final status, whatever order
--- the callbacks came in. Unknown statuses rank between sending and sent.
+-- the callbacks came in. Unknown statuses rank between sending and sent. partially_delivered
+-- (some segments of a multi-segment message delivered) outranks the failures: a receipt that
+-- something arrived says more than one that something did not. canceled (a scheduled message
+-- withdrawn before sending) ranks under the failures: a failure callback means it was sent.
 CREATE OR REPLACE MACRO status_key(s, code) AS
     CASE WHEN s IS NULL THEN NULL ELSE
         (CASE s WHEN 'scheduled' THEN 10 WHEN 'accepted' THEN 11 WHEN 'queued' THEN 20
                 WHEN 'sending' THEN 30 WHEN 'sent' THEN 40 WHEN 'receiving' THEN 41
-                WHEN 'received' THEN 50 WHEN 'partially_delivered' THEN 51
+                WHEN 'received' THEN 50 WHEN 'partially_delivered' THEN 65
                 WHEN 'canceled' THEN 60 WHEN 'undelivered' THEN 61 WHEN 'failed' THEN 62
                 WHEN 'delivered' THEN 70 WHEN 'read' THEN 80 ELSE 35 END)::BIGINT * 1000000
         + coalesce(code, 0) END;
@@ -142,8 +155,9 @@ CREATE OR REPLACE VIEW daily AS
     SELECT date_trunc('day', coalesce(sent_at, first_seen_at)) AS day,
            category, country, carrier, coalesce(from_number, messaging_service_sid) AS sender,
            count(*) AS messages,
-           count(*) FILTER (WHERE status IN ('delivered', 'read')) AS delivered,
+           count(*) FILTER (WHERE status IN ('delivered', 'read', 'partially_delivered'))
+               AS delivered,
            count(*) FILTER (WHERE status IN ('undelivered', 'failed')) AS failed,
-           sum(segments) AS segments
+           sum(segments) FILTER (WHERE status IS DISTINCT FROM 'canceled') AS segments
     FROM message_facts
     GROUP BY ALL;
