@@ -10,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 
+from schema.private_files import private_dir, private_file
 from schema.store import Cursor
 
 
@@ -26,8 +27,10 @@ def error_catalogue() -> list[tuple[int, str, str, str]]:
 def open_model(path: Path | str) -> duckdb.DuckDBPyConnection:
     """The writer's connection (one process at a time), with the model in place."""
     if isinstance(path, Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
     con = duckdb.connect(str(path))
+    if isinstance(path, Path):
+        private_file(path)
     con.execute("SET TimeZone = 'UTC'")
     # No automatic checkpoint inside a batch's commit (it rewrote the tables on every large
     # commit); the worker checkpoints when it publishes a snapshot, once per round.

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import duckdb
 
+from schema.private_files import private_dir, private_file
+
 WORK_NAME = "analytics-work.duckdb"
 SNAPSHOT_NAME = "analytics.duckdb"
 KEEP = 3     # older snapshots are deleted; open readers keep theirs until they close it
@@ -64,10 +66,11 @@ def publish(con: duckdb.DuckDBPyConnection, source: Path, target: Path) -> Path:
     snapshot file now behind it."""
     con.execute("CHECKPOINT")   # everything committed is in the main file, nothing in the WAL
     folder = target.parent / "snapshots"
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder)
     name = f"analytics-{time.time_ns()}.duckdb"
     tmp = folder / (name + ".tmp")
     shutil.copyfile(source, tmp)
+    private_file(tmp)   # copyfile makes it with the process umask's mode
     prepare_for_readers(tmp)
     with tmp.open("rb") as f:
         os.fsync(f.fileno())

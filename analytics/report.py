@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import json
 import logging
+import os
 from collections import Counter
 from datetime import UTC, datetime
 from functools import cache
@@ -26,6 +27,7 @@ from analytics import queries
 from analytics.hygiene import HygieneRules
 from schema import store
 from schema.events import EventType, Source, suppression
+from schema.private_files import open_private, private_dir, write_private
 
 log = logging.getLogger("smsledger.analytics.report")
 
@@ -73,22 +75,39 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+class ReportRefused(PermissionError):
+    """The report cannot be written where asked; the message says why. (An OSError: the
+    worker logs it and goes on, as for a full disk.)"""
+
+
+def refuse_symlinks(*paths: Path) -> None:
+    """A report holds whole phone numbers: it is not written through a symbolic link that
+    someone else may have planted where it goes (the directory or any of its files)."""
+    for path in paths:
+        if path.is_symlink():
+            raise ReportRefused(f"{path} is a symbolic link; refusing to write a report "
+                                "through it (remove it, or choose another --out)")
+
+
 def write_files(rows: list[dict[str, Any]], counts: dict[str, int], out_dir: Path,
                 rules: HygieneRules, now: datetime) -> tuple[Path, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    refuse_symlinks(out_dir)
+    private_dir(out_dir)
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     csv_path, html_path = out_dir / f"hygiene-{stamp}.csv", out_dir / f"hygiene-{stamp}.html"
-    with csv_path.open("w", newline="", encoding="utf-8") as f:
+    refuse_symlinks(csv_path, html_path, out_dir / "hygiene-latest.csv",
+                    out_dir / "hygiene-latest.html")
+    with os.fdopen(open_private(csv_path), "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(COLUMNS)
         for row in rows:
             writer.writerow([_cell(row.get(c)) for c in COLUMNS])
-    html_path.write_text(_template().render(
+    write_private(html_path, _template().render(
         generated_at=_cell(now), rules_version=rules.version, counts=sorted(counts.items()),
-        columns=HTML_COLUMNS, rows=[[_cell(row.get(c)) for c in HTML_COLUMNS] for row in rows]),
-        encoding="utf-8")
+        columns=HTML_COLUMNS, rows=[[_cell(row.get(c)) for c in HTML_COLUMNS] for row in rows],
+    ).encode("utf-8"))
     for path, latest in ((csv_path, "hygiene-latest.csv"), (html_path, "hygiene-latest.html")):
-        (out_dir / latest).write_bytes(path.read_bytes())
+        write_private(out_dir / latest, path.read_bytes())
     return csv_path, html_path
 
 

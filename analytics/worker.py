@@ -23,6 +23,7 @@ import asyncpg
 from twilio.base.exceptions import TwilioException
 
 from analytics import enrich, publish
+from analytics.alerting import Alerting, AlertsConfig
 from analytics.hygiene import HygieneRules
 from analytics.model import open_model
 from analytics.pricefill import PriceFill
@@ -30,6 +31,8 @@ from analytics.reader import prepare
 from analytics.reconcile import reconcile
 from analytics.report import hygiene_report
 from analytics.rollup import Rollup, RollupResult
+from schema import roles
+from schema.private_files import private_dir
 from twilio_api.client import UNREACHABLE
 
 log = logging.getLogger("smsledger.analytics.worker")
@@ -54,6 +57,7 @@ class WorkerConfig:
     price_fill_limit: int = 500
     once: bool = False
     crash_after_batches: int = 0
+    alerts: AlertsConfig | None = None   # None: no alert rules evaluated
 
 
 async def acquire_leadership(pg: asyncpg.Connection, stop: asyncio.Event) -> bool:
@@ -80,14 +84,15 @@ async def run_worker(config: WorkerConfig, twilio_client: Any = None,
             loop.add_signal_handler(sig, stop.set)
             handled.append(sig)
     total = RollupResult()
-    pg = await asyncpg.connect(config.database_url)
+    pg = await roles.connect_as(config.database_url, roles.WORKER_ROLE)
     try:
         await prepare(pg)
         if not await acquire_leadership(pg, stop):
             return total
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(config.data_dir)
         work = publish.work_path(config.data_dir)
         duck = await asyncio.to_thread(open_model, work)
+        alerting = Alerting(config.alerts).start() if config.alerts is not None else None
         try:
             rollup = Rollup(duck, config.rules, batch_size=config.batch_size,
                             crash_after_batches=config.crash_after_batches)
@@ -108,6 +113,8 @@ async def run_worker(config: WorkerConfig, twilio_client: Any = None,
                     if result.events:
                         log.info("applied %d events in %.2f s", result.events, result.seconds)
                 first = False
+                if alerting is not None and not stop.is_set():
+                    await alerting.after_rollup(duck, pg)
                 if config.lookup_limit and twilio_client is not None and not stop.is_set():
                     phones = enrich.numbers_to_look_up(duck, config.lookup_limit, asked)
                     if phones:
@@ -149,6 +156,8 @@ async def run_worker(config: WorkerConfig, twilio_client: Any = None,
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), config.interval_s)
         finally:
+            if alerting is not None:
+                await alerting.close()
             duck.close()
     finally:
         for sig in handled:

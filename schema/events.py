@@ -38,6 +38,10 @@ class EventType(enum.StrEnum):
     VERIFICATION_STARTED = "verification.started"
     VERIFICATION_CHECKED = "verification.checked"
     NUMBER_LOOKED_UP = "number.looked_up"
+    OTP_CONFIRMED = "otp.confirmed"
+    ALERT_OPENED = "alert.opened"
+    ALERT_RESOLVED = "alert.resolved"
+    ALERT_NOTIFIED = "alert.notified"
     MESSAGE_PRICED = "message.priced"
 
 
@@ -324,8 +328,36 @@ def number_looked_up(*, phone: str, carrier_name: str | None, line_type: str | N
         phone=phone, error_code=error_code)
 
 
+def otp_confirmed(*, sid: str, phone: str | None, outcome: str,
+                  requested_at: datetime) -> Event:
+    """The user used the OTP that message ``sid`` carried, and Twilio's Message Feedback was
+    told so (``outcome=confirmed``). One per message: the key is the SID."""
+    return Event(
+        type=EventType.OTP_CONFIRMED, idempotency_key=f"otp.confirmed:{sid}",
+        source=Source.API, occurred_at=requested_at, received_at=utc_now(),
+        payload={"sid": sid, "outcome": outcome}, message_sid=sid, phone=phone,
+        status=outcome)
+
+
 CLOUD_STATUS_PREFIX = "com.twilio.messaging.message."
 CLOUD_INBOUND = "com.twilio.messaging.inbound-message.received"
+
+
+# What PostgreSQL's timestamptz and DuckDB hold alike, with room: a time outside is refused.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def utc_bounded(value: datetime) -> datetime:
+    """An aware time in UTC; InvalidEvent when it is before 1900 or after 9000 (UTC), or past
+    the calendar's ends once the offset is applied (9999-12-31T23:59:59-14:00)."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidEvent(f"time {value.isoformat()} is out of range") from None
+    if not EARLIEST <= utc < LATEST:
+        raise InvalidEvent(f"time {value.isoformat()} is out of range (1900 to 9000)")
+    return utc
 
 
 def _cloud_time(event: Mapping[str, Any], data: Mapping[str, Any], now: datetime) -> datetime:
@@ -336,7 +368,7 @@ def _cloud_time(event: Mapping[str, Any], data: Mapping[str, Any], now: datetime
             except ValueError:
                 continue
             if parsed.tzinfo is not None:
-                return parsed.astimezone(UTC)
+                return utc_bounded(parsed)
     return now
 
 
@@ -397,6 +429,31 @@ def _api_time(raw: Any) -> datetime | None:
         except (TypeError, ValueError):
             raise InvalidEvent(f"unreadable time {text!r}") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def resource_time(message: Mapping[str, Any]) -> datetime | None:
+    """When a Message resource was sent (else created), or None if it says neither."""
+    return _api_time(message.get("date_sent")) or _api_time(message.get("date_created"))
+
+
+def consent_from_resource(message: Mapping[str, Any], source: Source) -> Event | None:
+    """The consent change (opt-out or opt-in) an inbound Message resource carries, keyed like
+    the webhook's (whichever arrives second stores nothing), or None. Its time is Twilio's."""
+    sid, sender = message.get("sid"), message.get("from")
+    if message.get("direction") != "inbound" or not isinstance(sid, str) or not sender:
+        return None
+    body = str(message.get("body") or "")
+    kind = keyword_of(body)
+    if kind not in (EventType.CONTACT_OPTED_OUT, EventType.CONTACT_OPTED_IN):
+        return None
+    now = utc_now()
+    return Event(type=kind, idempotency_key=f"{kind}:{sid}", source=source,
+                 occurred_at=resource_time(message) or now, received_at=now,
+                 payload={"keyword": body.strip().upper(), "opt_out_type": "",
+                          "to": str(message.get("to") or ""),
+                          "messaging_service_sid": str(message.get("messaging_service_sid")
+                                                       or "")},
+                 message_sid=sid, phone=str(sender))
 
 
 def api_message(message: Mapping[str, Any], source: Source) -> list[Event]:
@@ -471,3 +528,36 @@ def message_priced_from(sid: str, price: Any, price_unit: Any, *, source: Source
     return message_priced(sid=sid, amount=amount, raw_price=str(price),
                           price_unit=str(price_unit or "USD"), source=source,
                           occurred_at=occurred_at)
+
+
+def alert_transition(kind: EventType, *, alert_id: str, rule: str, segment: Mapping[str, Any],
+                     window_s: float, window_end: datetime, observed: float | None,
+                     baseline: float | None, sample: int, evidence: Mapping[str, Any],
+                     text: str, opened_at: datetime | None = None) -> Event:
+    """``alert.opened`` or ``alert.resolved`` for one alert. ``alert_id`` names the rule, the
+    segment and which opening of that pair this is (``rule|segment|n``): two evaluators that
+    see the same change at once (the worker and ``smsledger alerts check``) build the same key,
+    so the log gets one event, never two open alerts for one rule and segment."""
+    now = utc_now()
+    return Event(
+        type=kind, idempotency_key=f"{kind}:{alert_id}", source=Source.ANALYTICS,
+        occurred_at=now, received_at=now,
+        payload={"alert_id": alert_id, "rule": rule, "segment": dict(segment),
+                 "window_s": window_s, "window_end": _timestamp(window_end),
+                 "observed": observed, "baseline": baseline, "sample": sample,
+                 "evidence": dict(evidence), "text": text,
+                 "opened_at": _timestamp(opened_at or now)})
+
+
+def alert_notified(*, transition_key: str, channel: str, alert_id: str,
+                   answer: str) -> Event:
+    """A transition's notification was accepted (a 2xx, or the SMTP server's 250) on
+    ``channel``: appended only afterwards, so a crash in between sends it again (at least
+    once; receivers dedupe by the ``id`` the payload carries)."""
+    now = utc_now()
+    return Event(
+        type=EventType.ALERT_NOTIFIED,
+        idempotency_key=f"{EventType.ALERT_NOTIFIED}:{channel}:{transition_key}",
+        source=Source.ANALYTICS, occurred_at=now, received_at=now,
+        payload={"transition": transition_key, "channel": channel, "alert_id": alert_id,
+                 "answer": answer})

@@ -80,6 +80,16 @@ class Block:
     scope: str = "account"   # "account", "messaging_service:MG...", "sender:+1..."
 
 
+async def consent_since(conn: asyncpg.Connection, phone: str) -> datetime | None:
+    """When the fact behind ``phone``'s current consent state (the latest opt-out or opt-in)
+    happened, or None if it has none."""
+    for row in await conn.fetch(sql("contact_state"), phone):
+        if row["kind"] == "consent":
+            since: datetime = row["occurred_at"]
+            return since
+    return None
+
+
 async def send_block(conn: asyncpg.Connection, phone: str) -> Block | None:
     """The reason ``phone`` may not be texted now, from any sender, or None."""
     for row in await conn.fetch(sql("contact_state"), phone):
@@ -110,3 +120,26 @@ def _block(row: Any, scope: str) -> Block | None:
         detail = json.loads(row["payload"]).get("reason", "")
         return Block("suppressed", row["received_at"], detail, "account")
     return None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OtpState:
+    """A message as /v1/otp/confirm sees it."""
+    sent: bool               # a message.sent is stored for it
+    phone: str | None
+    category: str | None
+    confirmed: bool          # otp.confirmed is already stored
+
+
+async def otp_state(conn: asyncpg.Connection, sid: str) -> OtpState:
+    rows = await conn.fetch(sql("otp_confirm_state"), sid)
+    sent = [r for r in rows if r["type"] == "message.sent"]
+    return OtpState(sent=bool(sent), phone=sent[0]["phone"] if sent else None,
+                    category=sent[0]["category"] if sent else None,
+                    confirmed=any(r["type"] == "otp.confirmed" for r in rows))
+
+
+async def lock_for(conn: asyncpg.Connection, key: str) -> None:
+    """A transaction-scoped advisory lock on ``key``: one holder at a time across every
+    process on this database, released at commit or rollback."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)

@@ -37,7 +37,10 @@ import click
 from click.core import ParameterSource
 
 from analytics.hygiene import RulesError
+from analytics.report import ReportRefused
+from schema import roles
 from schema.migrate import MigrationError, migrate_url
+from schema.private_files import private_umask, secure_data_dir
 from schema.settings import SETTINGS, Setting, Settings, SettingsError, redact_url, settings_table
 from smsledger import devdb
 from smsledger.logs import setup_logging
@@ -48,8 +51,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # Errors that mean "this could not be done, and here is why": one line on stderr, exit 2.
 KNOWN_ERRORS: tuple[type[Exception], ...] = (SettingsError, MigrationError,
-                                             devdb.DatabaseNotFound, RulesError)
+                                             devdb.DatabaseNotFound, RulesError,
+                                             ReportRefused, roles.RoleMissing)
 _BY_FIELD = {s.field: s for s in SETTINGS}
+# Who may see the dashboard (smsledger/dashboard_cmd.py, dashboard/auth.py).
+DASHBOARD_ACCESS = ("dashboard_password", "oidc_metadata_url", "oidc_client_id",
+                    "oidc_client_secret", "dashboard_users", "dashboard_url", "dashboard_hosts")
 
 
 class Failed(click.ClickException):
@@ -131,6 +138,10 @@ def reads(*fields: str, flags: dict[str, str] | None = None) -> Callable[[F], F]
             except SettingsError as exc:
                 raise click.UsageError(str(exc), ctx=ctx) from None
             setup_logging(settings)
+            tightened = secure_data_dir(settings.data_dir)
+            if tightened:
+                log.warning("made %d files and directories under %s private (0600/0700)",
+                            tightened, settings.data_dir)
             return fn(settings, **kwargs)
 
         params = run.__dict__.setdefault("__click_params__", [])
@@ -247,6 +258,7 @@ def _worker_config(settings: Settings, once: bool, batch_size: int = 250_000,
                    crash_after_batches: int = 0) -> Any:
     from analytics.hygiene import load_rules
     from analytics.worker import WorkerConfig
+    from smsledger.alerts_cmd import alerts_config
 
     settings.require("database_url")
     return WorkerConfig(
@@ -259,7 +271,8 @@ def _worker_config(settings: Settings, once: bool, batch_size: int = 250_000,
         price_fill_every_s=settings.price_fill_every_s,
         price_fill_after_s=settings.price_fill_after_s,
         price_fill_limit=settings.price_fill_limit,
-        crash_after_batches=crash_after_batches)
+        crash_after_batches=crash_after_batches,
+        alerts=alerts_config(settings))
 
 
 _batch_size = click.option("--batch-size", type=click.IntRange(min=1), default=250_000,
@@ -280,7 +293,7 @@ def rollup(settings: Settings, once: bool, batch_size: int, crash_after_batches:
     from analytics.worker import run_worker
 
     config = _worker_config(settings, once, batch_size, crash_after_batches)
-    config.hygiene_every_s, config.lookup_limit = 0, 0
+    config.hygiene_every_s, config.lookup_limit, config.alerts = 0, 0, None
     result = asyncio.run(run_worker(config))
     click.echo(f"rollup: applied {result.events} events in {result.batches} batches; snapshot "
                f"{settings.data_dir / 'analytics.duckdb'}")
@@ -291,6 +304,7 @@ def rollup(settings: Settings, once: bool, batch_size: int, crash_after_batches:
        "hygiene_rules", "notify_url", "reconcile_every_s", "reconcile_after_s",
        "price_fill_every_s", "price_fill_after_s", "price_fill_limit",
        "twilio_account_sid", "twilio_auth_token", "twilio_api_url", "twilio_timeout_s",
+       "alert_rules", "alert_webhook_url", "smtp_url", "ingest_url", "worker_metrics_port",
        flags={"rollup_interval_s": "--interval", "hygiene_every_s": "--hygiene-every"})
 @click.option("--once", is_flag=True, help="one round, then exit")
 @_batch_size
@@ -319,6 +333,41 @@ def worker(settings: Settings, once: bool, batch_size: int) -> None:
     asyncio.run(main())
 
 
+@cli.group(invoke_without_command=True)
+@reads("database_url")
+@click.option("--all", "everything", is_flag=True, help="resolved alerts too")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+def alerts(settings: Settings, everything: bool, fmt: str) -> None:
+    """List the open alerts (--all: every alert) from the event log. `alerts check` evaluates
+    the rules once instead."""
+    from smsledger import alerts_cmd
+
+    if click.get_current_context().invoked_subcommand is None:
+        settings.require("database_url")
+        asyncio.run(alerts_cmd.list_alerts(settings, everything, fmt))
+
+
+@alerts.command("check")
+@reads("database_url", "data_dir", "alert_rules", "alert_webhook_url", "smtp_url")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+def alerts_check(settings: Settings, fmt: str) -> None:
+    """Evaluate the alert rules once on the published snapshot, append what changed, send the
+    pending notifications, print the open alerts; exit 3 when any is open, 0 otherwise (for
+    cron)."""
+    from analytics.snapshot import SnapshotMissing
+    from smsledger import alerts_cmd
+
+    settings.require("database_url")
+    try:
+        code = asyncio.run(alerts_cmd.check(settings, fmt))
+    except SnapshotMissing as exc:
+        raise Failed(str(exc)) from None
+    if code:
+        sys.exit(code)
+
+
 @cli.group()
 def report() -> None:
     """Write a report from the published snapshot (`smsledger report hygiene`)."""
@@ -343,9 +392,7 @@ def report_hygiene(settings: Settings, out: Path | None) -> None:
         raise Failed(str(exc)) from None
 
     async def main() -> Any:
-        import asyncpg
-
-        pg = await asyncpg.connect(settings.database_url)
+        pg = await roles.connect_as(settings.database_url, roles.WORKER_ROLE)
         try:
             return await hygiene_report(con, pg, rules, out or settings.data_dir / "reports",
                                         settings.notify_url)
@@ -364,7 +411,6 @@ def report_hygiene(settings: Settings, out: Path | None) -> None:
 def _with_twilio(settings: Settings, job: Callable[[Any, Any], Any], resume: str = "") -> Any:
     """Run ``job(twilio_client, pg_connection)`` with both opened and closed around it; Twilio's
     refusals and outages become ``Failed`` (``resume`` is added to their message)."""
-    import asyncpg
     from twilio.base.exceptions import TwilioException
 
     from twilio_api.client import UNREACHABLE, make_client
@@ -373,7 +419,7 @@ def _with_twilio(settings: Settings, job: Callable[[Any, Any], Any], resume: str
 
     async def main() -> Any:
         client, http = make_client(settings)
-        pg = await asyncpg.connect(settings.database_url)
+        pg = await roles.connect_as(settings.database_url, roles.WORKER_ROLE)
         try:
             return await job(client, pg)
         finally:
@@ -473,8 +519,6 @@ def backfill(settings: Settings, since: datetime | None, until: datetime | None,
              files: tuple[Path, ...]) -> None:
     """Import message history: from the Messages API (--since, paged, resumable, idempotent),
     or from Twilio Bulk Export day files (gzip JSON lines) given as FILES."""
-    import asyncpg
-
     from analytics.reconcile import backfill_api, backfill_files
     from schema.events import InvalidEvent
 
@@ -485,7 +529,7 @@ def backfill(settings: Settings, since: datetime | None, until: datetime | None,
         settings.require("database_url")
 
         async def from_files() -> Any:
-            pg = await asyncpg.connect(settings.database_url)
+            pg = await roles.connect_as(settings.database_url, roles.WORKER_ROLE)
             try:
                 return await backfill_files(pg, list(files))
             finally:
@@ -507,24 +551,22 @@ def backfill(settings: Settings, since: datetime | None, until: datetime | None,
 
 
 @cli.command()
-@reads("data_dir", "show_numbers")
-@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@reads("data_dir", "show_numbers", *DASHBOARD_ACCESS)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="address to listen on; another than 127.0.0.1 needs "
+                   "SMSLEDGER_DASHBOARD_PASSWORD or an OpenID Connect provider")
 @click.option("--port", type=int, default=8501, show_default=True, help="port")
 def dashboard(settings: Settings, host: str, port: int) -> None:
     """Run the Streamlit dashboard on the published snapshot
-    (SMSLEDGER_DATA_DIR/analytics.duckdb)."""
-    import dashboard as package
+    (SMSLEDGER_DATA_DIR/analytics.duckdb), behind a sign-in when one is configured."""
+    from smsledger import dashboard_cmd
 
-    app = Path(package.__file__).parent / "app.py"
-    argv = [sys.executable, "-m", "streamlit", "run", str(app),
-            "--server.port", str(port), "--server.address", host,
-            "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--server.fileWatcherType", "none", "--global.developmentMode", "false",
-            # No Deploy button (it offers to publish to Streamlit's cloud); Streamlit's own
-            # log lines follow SMSLEDGER_LOG_LEVEL like every other part.
-            "--client.toolbarMode", "minimal", "--logger.level", settings.log_level.lower()]
-    # The dashboard reads its settings from the environment: flags given here go along.
-    os.environ.update(_settings_env(settings, "data_dir", "show_numbers", "log_level"))
+    argv, said = dashboard_cmd.prepare(settings, host, port)
+    click.echo(said, err=True)
+    # The dashboard reads its settings from the environment: flags given here go along
+    # (secrets have no flags: they are in the environment already).
+    os.environ.update(_settings_env(settings, "data_dir", "show_numbers", "log_level",
+                                    *(f for f in DASHBOARD_ACCESS if not _BY_FIELD[f].secret)))
     # exec, not a child: a SIGTERM for this process reaches Streamlit itself.
     os.execv(sys.executable, argv)
 
@@ -534,9 +576,20 @@ def _settings_env(settings: Settings, *fields: str) -> dict[str, str]:
     env = {}
     for field in fields:
         value = getattr(settings, field)
+        if isinstance(value, tuple):
+            value = ",".join(value)
         env[_BY_FIELD[field].env] = ("1" if value else "0") if isinstance(value, bool) else str(
             value)
     return env
+
+
+def _incidents(specs: tuple[str, ...]) -> tuple[Any, ...]:
+    from sim.incidents import IncidentError, parse
+
+    try:
+        return tuple(parse(spec) for spec in specs)
+    except IncidentError as exc:
+        raise click.BadParameter(str(exc), param_hint="--incident") from None
 
 
 @cli.command()
@@ -561,6 +614,10 @@ def _settings_env(settings: Settings, *fields: str) -> dict[str, str]:
 @click.option("--drain", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="after --duration, seconds to wait for callbacks still on their way; what "
                    "is left then is dropped and counted")
+@click.option("--incident", multiple=True, metavar="KIND[:TARGET]@SECONDS[+DURATION]",
+              callback=lambda _c, _p, specs: _incidents(specs),
+              help="stage an incident (repeatable): pumping:PREFIX@S drives OTP sends to "
+                   "consecutive numbers in PREFIX that never convert, from S seconds on")
 def simulate(settings: Settings, **options: Any) -> None:
     """Run the local Twilio simulator and drive realistic traffic through the ingester.
 
@@ -612,6 +669,9 @@ def doctor(settings: Settings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return its exit status (0, 2 for an error it explains, 130 on Ctrl-C)."""
+    # First of all: whatever this process (and its children: PostgreSQL, Streamlit, DuckDB)
+    # creates holds personal data, and is for this user only.
+    private_umask()
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="smsledger",
                  standalone_mode=False)

@@ -29,6 +29,7 @@ from pathlib import Path
 from urllib.request import urlopen
 
 from schema.migrate import migrate_url
+from schema.private_files import private_dir
 from schema.settings import Settings, redact_url
 from smsledger import devdb
 
@@ -146,7 +147,7 @@ def summary_line(url: str, data_dir: Path, last: Progress) -> str:
 
 def run_demo(settings: Settings, *, port: int, duration: float, rate: float, seed: int) -> int:
     data_dir: Path = settings.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     environ = {"DATABASE_URL": settings.database_url} if settings.database_url else {}
     db = devdb.find_database(data_dir, environ)
     url = db.url

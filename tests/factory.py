@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 import duckdb
 
-from analytics.hygiene import load_rules
+from analytics.hygiene import HygieneRules, load_rules
 from analytics.model import open_model
 from analytics.reader import prepare
 from analytics.rollup import Rollup, RollupResult
@@ -58,34 +58,47 @@ def inbound(n: int, phone: str, body: str, when: datetime) -> list[Event]:
 async def append(db: asyncpg.Connection, evs: Sequence[Event]) -> None:
     async with db.transaction():
         await store.append(db, list(evs))
-    await settled(db)
 
 
-async def settled(db: asyncpg.Connection, timeout_s: float = 60) -> None:
-    """Wait until every committed event is below the gap-free reader's horizon
-    (``pg_snapshot_xmin``), so that a rollup right after sees all of them. The horizon is the
-    server's oldest running transaction in ANY database: on a server shared with other test
-    sessions (one creating a database from a template, say) it can trail our commit."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not await db.fetchval(
-            "SELECT coalesce(max(tx_id) < pg_snapshot_xmin(pg_current_snapshot()), true) "
-            "FROM events"):
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("an older transaction on the server held the read horizon "
-                               f"for {timeout_s:.0f} s")
-        await asyncio.sleep(0.05)
 
-
-async def rollup(db_url: str, path: Path, batch_size: int = 1000,
+async def rollup(db_url: str, path: Path, batch_size: int = 1000, *, complete: bool = True,
+                 rules: HygieneRules | None = None, deadline_s: float = 60,
                  ) -> tuple[duckdb.DuckDBPyConnection, RollupResult]:
+    """The real rollup into ``path``; with ``complete``, run again until the model holds every
+    event committed so far. The reader stops at PostgreSQL's snapshot horizon, which is
+    cluster-wide: a transaction open in another database of a shared server (another test
+    session's) can hold this one's events back from one run."""
     pg = await asyncpg.connect(db_url)
     try:
         await prepare(pg)
         duck = open_model(path)
-        result = await Rollup(duck, load_rules(), batch_size=batch_size).run(pg)
+        rules = rules or load_rules()
+        roll = Rollup(duck, rules, batch_size=batch_size)
+        result = await (run_to_the_end(roll, pg, deadline_s) if complete else roll.run(pg))
         return duck, result
     finally:
         await pg.close()
+
+
+async def run_to_the_end(roll: Rollup, pg: asyncpg.Connection, deadline_s: float = 60,
+                         ) -> RollupResult:
+    """``roll.run(pg)``, again until the model holds every event committed before the call."""
+    stored = await pg.fetchval("SELECT count(*) FROM events")
+    deadline = asyncio.get_running_loop().time() + deadline_s
+    result = await roll.run(pg)
+    while (applied := _count(roll.duck, "events")) < stored:
+        assert asyncio.get_running_loop().time() < deadline, (
+            f"the rollup applied {applied} of {stored} events")
+        await asyncio.sleep(0.05)
+        more = await roll.run(pg)
+        result.events += more.events
+        result.batches += more.batches
+    return result
+
+
+def _count(con: duckdb.DuckDBPyConnection, name: str) -> int:
+    row = con.execute(f"SELECT count(*) FROM {name}").fetchone()  # noqa: S608
+    return int(row[0]) if row else 0
 
 
 def table(con: duckdb.DuckDBPyConnection, name: str, order: str) -> list[tuple[object, ...]]:

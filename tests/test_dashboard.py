@@ -205,3 +205,16 @@ def test_cost_page_shows_final_prices_apart_from_estimates(app: AppTest,
     by_country = app.dataframe[0].value
     assert by_country["final_usd"].sum() == pytest.approx(final)
     assert by_country["messages"].sum() == messages
+
+
+def test_fraud_page_shows_conversion_by_prefix(app: AppTest, snapshot_dir: Path) -> None:
+    goto(app, "fraud")
+    [(starts, approved)] = sql(snapshot_dir, """
+        SELECT count(DISTINCT detail) FILTER (WHERE type = 'verification.started'),
+               count(DISTINCT detail) FILTER (WHERE type = 'verification.checked'
+                                              AND status = 'approved') FROM events""")
+    assert starts > 0
+    table = app.dataframe[-1].value
+    assert table["verifications"].sum() == starts
+    assert table["approvals"].sum() >= approved
+    assert "No prefix looks pumped" in app.success[0].value      # ordinary simulated traffic

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from schema import store
 from schema.events import Event, EventType, Source, as_json_rows
 from schema.migrate import Migration, MigrationError, load_migrations, migrate
+from smsledger import devdb
 
 
 def event(key: str, **kw: object) -> Event:
@@ -101,6 +102,37 @@ async def test_duplicate_keys_insert_once(db: asyncpg.Connection) -> None:
     async with db.transaction():
         assert await store.append(db, [event("k1")]) == set()
     assert await db.fetchval("SELECT count(*) FROM events") == 2
+
+
+async def test_a_transaction_in_another_database_does_not_hold_the_reader_back(
+        db_url: str, pg_server: devdb.Database) -> None:
+    """The horizon is this database's: a writing transaction left open in another database on
+    the same server (which can never write here) does not stop the reader, while one open
+    here still does."""
+    elsewhere = await asyncpg.connect(pg_server.url)      # the server's admin database
+    reader = await asyncpg.connect(db_url)
+    here = await asyncpg.connect(db_url)
+    try:
+        other_tx = elsewhere.transaction()
+        await other_tx.start()
+        await elsewhere.fetchval("SELECT pg_current_xact_id()")   # it holds a transaction id
+        await store.append(reader, [event("after-the-other")])
+        seen = await store.read_after(reader, store.Cursor(), 100)
+        assert [e.idempotency_key for e in seen] == ["after-the-other"]
+
+        here_tx = here.transaction()
+        await here_tx.start()
+        await store.append(here, [event("open-here")])
+        await store.append(reader, [event("behind-it")])
+        cursor = store.Cursor(seen[-1].tx_id, seen[-1].position)
+        assert await store.read_after(reader, cursor, 100) == []   # held back: same database
+        await here_tx.commit()
+        assert [e.idempotency_key for e in await store.read_after(reader, cursor, 100)] == \
+            ["open-here", "behind-it"]
+        await other_tx.rollback()
+    finally:
+        for conn in (elsewhere, reader, here):
+            await conn.close()
 
 
 async def test_reader_never_passes_an_uncommitted_event(db_url: str) -> None:

@@ -19,7 +19,7 @@ from analytics.reader import prepare
 from analytics.rollup import Rollup
 from analytics.snapshot import open_snapshot
 from schema import store
-from tests.factory import T0, append, message, rollup, sent, status, table
+from tests.factory import T0, append, message, rollup, run_to_the_end, sent, status, table
 
 ROOT = Path(__file__).resolve().parent.parent
 PHONES = [f"+1415555{n:04d}" for n in range(40)]
@@ -78,7 +78,7 @@ async def test_reader_waits_for_a_late_transaction(db_url: str, db: asyncpg.Conn
         await tx.start()
         await store.append(slow, [sent("SM" + "a" * 32, PHONES[1], T0)])
         await append(db, [sent("SM" + "b" * 32, PHONES[2], T0)])
-        duck, result = await rollup(db_url, tmp_path / "g.duckdb")
+        duck, result = await rollup(db_url, tmp_path / "g.duckdb", complete=False)
         assert result.events == 0   # the later commit waits behind the open transaction
         duck.close()
         await tx.commit()
@@ -145,12 +145,12 @@ async def test_snapshot_is_whole_and_old_readers_keep_working(
     await prepare(pg)
     duck = open_model(work)
     rollup_ = Rollup(duck, load_rules(), batch_size=20)
-    await rollup_.run(pg)
+    await run_to_the_end(rollup_, pg)
     publish(duck, work, snap)
     reader = duckdb.connect(str(snap), read_only=True)
     before = reader.execute("SELECT count(*) FROM events").fetchone()
     await append(db, random_log(5, 50)[:30])
-    await rollup_.run(pg)
+    await run_to_the_end(rollup_, pg)
     publish(duck, work, snap)
     # The old reader still sees its whole snapshot; a new one sees the new whole snapshot.
     assert reader.execute("SELECT count(*) FROM events").fetchone() == before

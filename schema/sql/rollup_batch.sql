@@ -23,7 +23,7 @@ SELECT position, tx_id::text::numeric(20, 0) AS tx_id, type, source, message_sid
        CASE WHEN type = 'number.looked_up' THEN payload->>'line_type' END AS line_type
 FROM events
 WHERE (tx_id, position) > ($1::text::xid8, $2::bigint)
-  AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+  AND tx_id < read_horizon()   -- pg_snapshot_xmin, ignoring other databases (migration 0018)
 -- Order by the table's columns, not the output aliases, or the index cannot serve it.
 ORDER BY events.tx_id, events.position
 LIMIT $3
