@@ -28,16 +28,10 @@ import asyncpg
 from twilio.base.exceptions import TwilioRestException
 
 from schema import store
-from schema.events import (
-    TERMINAL_STATUSES,
-    Event,
-    InvalidEvent,
-    Source,
-    api_message,
-    consent_from_resource,
-)
+from schema.events import TERMINAL_STATUSES, Event, InvalidEvent, Source
 from schema.named_sql import named
 from schema.private_files import private_dir, write_private
+from schema.sources.messages_api import api_message, consent_from_resource
 
 log = logging.getLogger("smsledger.analytics.reconcile")
 

@@ -29,8 +29,8 @@ SIGNED = {"name": "X-Twilio-Signature", "in": "header", "required": True,
           "description": "base64 HMAC of SMSLEDGER_PUBLIC_URL + path + query (+ sorted form "
                          "parameters) with the auth token", "schema": {"type": "string"}}
 FORM_FIELD = {"type": "string"}
-# Field shapes Twilio documents (TWILIO.md): the ingester checks them before it trusts a signed
-# form, so the spec says them too (and schemathesis generates valid requests that pass).
+# Field shapes Twilio documents (its API reference): the ingester checks them before it trusts
+# a signed form, so the spec says them too (and schemathesis generates valid requests that pass).
 # `format: e164` is a number libphonenumber holds valid; the pattern is its shape.
 E164 = {"type": "string", "format": "e164", "pattern": r"^\+[1-9][0-9]{6,14}$",
         "description": "E.164, e.g. +14155550123"}
