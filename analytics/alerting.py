@@ -6,6 +6,7 @@ metrics server) for the worker's lifetime; ``close()`` cancels them.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 from datetime import datetime
@@ -14,11 +15,12 @@ from typing import TYPE_CHECKING
 import asyncpg
 import duckdb
 
-from analytics.alerts import AlertEngine, AlertRules, IngestStatus
+from analytics.alerts import AlertEngine, AlertRules, IngestStatus, read_alert_log
 from analytics.ingest_probe import IngestProbe
 
 if TYPE_CHECKING:
     from analytics.notify import Notifier
+    from analytics.worker_metrics import WorkerMetrics
 
 log = logging.getLogger("smsledger.analytics.alerting")
 
@@ -41,20 +43,29 @@ class Alerting:
         self.engine = AlertEngine(config.rules, shipped())
         self._tasks: list[asyncio.Task[None]] = []
         self.notifier: Notifier | None = None
+        self.metrics: WorkerMetrics | None = None
         self._probe = IngestProbe(config.ingest_url) if config.ingest_url else None
 
-    def start(self) -> Alerting:
-        """Start the background tasks (the notifier sends what a killed worker left pending)."""
+    async def start(self) -> Alerting:
+        """Start the background tasks (the notifier sends what a killed worker left pending)
+        and the metrics server."""
         from analytics.notify import Notifier
+        from analytics.worker_metrics import WorkerMetrics
 
         notifier = Notifier(self.config)
         if notifier.channels:
             self.notifier = notifier
             self._tasks.append(asyncio.create_task(notifier.run(), name="alert-notifier"))
+        if self.config.metrics_port:
+            self.metrics = WorkerMetrics()
+            port = await self.metrics.serve(self.config.metrics_port)
+            log.info("worker metrics on http://127.0.0.1:%d/metrics", port)
         return self
 
     async def close(self) -> None:
         """Cancel the background tasks (a pending notification stays pending in the log)."""
+        if self.metrics is not None:
+            await self.metrics.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -76,5 +87,9 @@ class Alerting:
             changed = await self.engine.evaluate(duck, pg, now, ingest)
             if changed and self.notifier is not None:
                 self.notifier.wake.set()
+            if self.metrics is not None:
+                state = await read_alert_log(pg)
+                by_rule = collections.Counter(rule for rule, _key in state.open)
+                self.metrics.update(duck, dict(by_rule))
         except (asyncpg.PostgresError, OSError, duckdb.Error) as exc:
             log.error("alert evaluation failed: %s", exc)

@@ -124,6 +124,12 @@ def verify_conversion(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) ->
     return _df(con, "verify_conversion", _date_range(f))
 
 
+def otp_conversion(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
+    """Per day of sending: OTP messages, those confirmed through /v1/otp/confirm
+    (``otp.confirmed``), and the share confirmed: OTP conversion without Verify."""
+    return _df(con, "otp_conversion", f.params())
+
+
 def opt_outs(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
     """Per day and keyword: opt-outs, opt-ins and help requests."""
     return _df(con, "opt_outs", _date_range(f))
@@ -157,14 +163,14 @@ class Search:
     """What the explorer was asked, read from what a person types: a message SID or its
     prefix, a whole number (with or without +, spaces, dashes, brackets), the last digits of
     a number (as the masked pages show them, ``•••2200``), or a drill-down from another page
-    (``error:30003``, ``carrier:…``, ``country:GB``)."""
-    kind: str          # sid, sid_prefix, number, digits, error, carrier, country, empty
+    (``error:30003``, ``carrier:…``, ``country:GB``, ``sender:+1…`` or ``sender:MG…``)."""
+    kind: str   # sid, sid_prefix, number, digits, error, carrier, country, sender, empty
     value: str
 
     @classmethod
     def parse(cls, text: str) -> Search:
         raw = text.strip()
-        for kind in ("error", "carrier", "country"):
+        for kind in ("error", "carrier", "country", "sender"):
             if raw.lower().startswith(kind + ":"):
                 return cls(kind, raw[len(kind) + 1:].strip())
         compact = "".join(raw.split()).lstrip("•.*x")
@@ -188,7 +194,7 @@ def find_numbers(con: duckdb.DuckDBPyConnection, digits: str, limit: int = 50,
 def find_messages(con: duckdb.DuckDBPyConnection, search: Search, limit: int = 200,
                   ) -> pd.DataFrame:
     """The newest messages matching a SID prefix or a drill-down (error code, carrier,
-    country)."""
+    country, sender)."""
     code = None if search.kind != "error" else (
         int(search.value) if search.value.isdigit() else -1)   # -1: no code matches
 
@@ -197,7 +203,8 @@ def find_messages(con: duckdb.DuckDBPyConnection, search: Search, limit: int = 2
 
     return _df(con, "find_messages", {"sid_prefix": value_if("sid_prefix"), "code": code,
                                       "carrier": value_if("carrier"),
-                                      "country": value_if("country"), "limit": limit})
+                                      "country": value_if("country"),
+                                      "sender": value_if("sender"), "limit": limit})
 
 
 def data_as_of(con: duckdb.DuckDBPyConnection) -> datetime | None:

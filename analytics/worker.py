@@ -92,7 +92,7 @@ async def run_worker(config: WorkerConfig, twilio_client: Any = None,
         private_dir(config.data_dir)
         work = publish.work_path(config.data_dir)
         duck = await asyncio.to_thread(open_model, work)
-        alerting = Alerting(config.alerts).start() if config.alerts is not None else None
+        alerting = await Alerting(config.alerts).start() if config.alerts is not None else None
         try:
             rollup = Rollup(duck, config.rules, batch_size=config.batch_size,
                             crash_after_batches=config.crash_after_batches)

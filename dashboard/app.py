@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard import common
+from dashboard import alerting, common
 from dashboard.auth import gate
 
 # A favicon of our own: Streamlit fetches a ":material/…:" page icon from Google's servers,
@@ -25,6 +25,7 @@ PAGES = [
     st.Page("views/cost.py", title="Cost", icon=":material/payments:"),
     st.Page("views/fraud.py", title="Fraud", icon=":material/gpp_maybe:"),
     st.Page("views/explorer.py", title="Message explorer", icon=":material/search:"),
+    st.Page("views/alerts.py", title="Alerts", icon=":material/notifications:"),
 ]
 
 page = st.navigation(PAGES)
@@ -32,4 +33,5 @@ st.sidebar.title("smsledger")
 path = common.snapshot()
 st.session_state["filters"] = common.sidebar(path)
 st.session_state["snapshot"] = path
+alerting.banner(path)
 page.run()

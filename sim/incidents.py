@@ -6,6 +6,11 @@ for DURATION seconds (default: until the traffic ends).
   OTP messages) to consecutive numbers in PREFIX (E.164 digits, e.g. ``+1206555``), never
   approved; the carrier side answers some of it with 30453 like Twilio's SMS Pumping
   Protection.
+- ``carrier-outage:CARRIER`` — messages to a carrier whose name contains CARRIER (any case,
+  e.g. ``verizon``) end ``undelivered`` with 30008 (sim/twilio.py);
+- ``callback-silence`` — no status callbacks at all, as when the StatusCallback URL stopped
+  reaching the ingester (sim/twilio.py);
+- ``latency:COUNTRY`` — deliveries to that country (ISO code) take ``EXTRA_LATENCY_S`` more.
 """
 
 from __future__ import annotations
@@ -13,8 +18,14 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from sim.world import Fate, Number
+
 # Kind -> what its TARGET names (None: takes no target).
-KINDS: dict[str, str | None] = {"pumping": "an E.164 number prefix such as +1206555"}
+KINDS: dict[str, str | None] = {"pumping": "an E.164 number prefix such as +1206555",
+                                "carrier-outage": "part of a carrier's name such as verizon",
+                                "callback-silence": None,
+                                "latency": "a country code such as GB"}
+EXTRA_LATENCY_S = 12.0
 
 _SPEC = re.compile(r"^(?P<kind>[a-z-]+)(?::(?P<target>[^@]+))?@(?P<at>\d+(?:\.\d+)?)"
                    r"(?:\+(?P<duration>\d+(?:\.\d+)?))?$")
@@ -47,8 +58,29 @@ def parse(spec: str) -> Incident:
                             f"{', '.join(sorted(KINDS))})")
     if KINDS[kind] and not target:
         raise IncidentError(f"{spec!r}: {kind} needs a target: {KINDS[kind]}")
+    if not KINDS[kind] and target:
+        raise IncidentError(f"{spec!r}: {kind} takes no target")
     if kind == "pumping" and not re.fullmatch(r"\+\d{4,12}", target):
         raise IncidentError(f"{spec!r}: the prefix must be + and 4 to 12 digits, not "
                             f"{target!r}")
     duration = float(match["duration"]) if match["duration"] else None
     return Incident(kind, target, float(match["at"]), duration)
+
+
+def apply(incidents: tuple[Incident, ...], elapsed_s: float, number: Number,
+          fate: Fate) -> tuple[Fate, bool]:
+    """What the incidents active ``elapsed_s`` into the run do to one message: its fate, and
+    whether its status callbacks are silenced."""
+    silent = False
+    for incident in incidents:
+        if not incident.active(elapsed_s) or fate.create_error is not None:
+            continue
+        if incident.kind == "callback-silence":
+            silent = True
+        elif (incident.kind == "carrier-outage"
+              and incident.target.lower() in number.carrier.lower()):
+            fate = dataclasses.replace(fate, final_status="undelivered", error_code=30008)
+        elif (incident.kind == "latency" and incident.target.upper() == number.country
+              and fate.final_status == "delivered"):
+            fate = dataclasses.replace(fate, final_after_s=fate.final_after_s + EXTRA_LATENCY_S)
+    return fate, silent

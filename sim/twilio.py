@@ -11,6 +11,7 @@ import math
 import random
 import secrets
 import string
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +22,8 @@ import phonenumbers
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
-from sim import world
+from sim import incidents, world
+from sim.incidents import Incident
 
 log = logging.getLogger("smsledger.sim")
 
@@ -75,6 +77,7 @@ class SimConfig:
     messaging_service_sid: str = ""
     service_inbound_url: str = ""
     service_status_callback: str = ""
+    incidents: tuple[Incident, ...] = ()   # planned outages (sim/incidents.py)
 
 
 @dataclasses.dataclass
@@ -112,6 +115,7 @@ class TwilioSim:
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(64)
+        self.started = time.monotonic()    # incidents count their SECONDS from here
         if config.history_days:
             self._make_history(config.history_days)
 
@@ -317,6 +321,9 @@ class TwilioSim:
         opted_out = (to in self.opted_out or (to, service) in self.scoped_opt_outs
                      or (to, from_) in self.scoped_opt_outs)
         outcome = world.fate(self.rng, number, world.content_kind(body), opted_out)
+        outcome, silenced = incidents.apply(
+            self.config.incidents, (time.monotonic() - self.started) / self.config.time_scale,
+            number, outcome)
         now = datetime.now(UTC)
         message: dict[str, Any] = {
             "account_sid": self.config.account_sid, "api_version": "2010-04-01", "body": body,
@@ -347,7 +354,7 @@ class TwilioSim:
         self.stats.created += 1
         if form.get("ProvideFeedback", "").lower() == "true":
             self.feedback_requested.add(message["sid"])
-        callback = form.get("StatusCallback", "")
+        callback = "" if silenced else form.get("StatusCallback", "")
         self._schedule(message, outcome, callback)
         return 201, message
 

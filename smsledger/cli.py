@@ -184,7 +184,7 @@ def settings() -> None:
        "twilio_api_url", "api_key", "public_url", "trust_forwarded", "data_dir",
        "max_body_bytes", "max_form_fields", "queue_size", "batch_max", "db_pool_size",
        "db_timeout_s", "help_reply", "opt_out_reply", "opt_in_reply", "opt_out_scope",
-       "fraud_guard", "twilio_timeout_s")
+       "fraud_guard", "twilio_timeout_s", "body_timeout_s", "max_slow_readers")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
 @click.option("--port", type=int, default=8080, show_default=True, help="port to listen on")
 def serve(settings: Settings, host: str, port: int) -> None:
@@ -617,7 +617,10 @@ def _incidents(specs: tuple[str, ...]) -> tuple[Any, ...]:
 @click.option("--incident", multiple=True, metavar="KIND[:TARGET]@SECONDS[+DURATION]",
               callback=lambda _c, _p, specs: _incidents(specs),
               help="stage an incident (repeatable): pumping:PREFIX@S drives OTP sends to "
-                   "consecutive numbers in PREFIX that never convert, from S seconds on")
+                   "consecutive numbers in PREFIX that never convert, from S seconds on; "
+                   "carrier-outage:CARRIER@S (30008 for a carrier whose name contains "
+                   "CARRIER), callback-silence@S (no status callbacks), latency:COUNTRY@S "
+                   "(deliveries 12 s slower); +DURATION ends it")
 def simulate(settings: Settings, **options: Any) -> None:
     """Run the local Twilio simulator and drive realistic traffic through the ingester.
 
@@ -642,12 +645,19 @@ def simulate(settings: Settings, **options: Any) -> None:
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=5.0,
               show_default=True, help="simulated actions (sends, replies, OTPs) per second")
 @click.option("--seed", type=int, default=1, show_default=True, help="simulator seed")
-def demo(settings: Settings, port: int, duration: float, rate: float, seed: int) -> None:
+@click.option("--incident", default="carrier-outage:at&t@180+300", show_default=True,
+              callback=lambda _c, _p, value: (_incidents((value,)), value)[1]
+              if value else value,
+              help="the incident the simulator plays (see `smsledger simulate --help`); "
+                   "empty: none")
+def demo(settings: Settings, port: int, duration: float, rate: float, seed: int,
+         incident: str) -> None:
     """Start everything on this machine: database, migrations, ingester, the Twilio simulator
     with traffic, the analytics worker and the dashboard. Ctrl-C stops it all."""
     from smsledger.demo import run_demo
 
-    code = run_demo(settings, port=port, duration=duration, rate=rate, seed=seed)
+    code = run_demo(settings, port=port, duration=duration, rate=rate, seed=seed,
+                    incident=incident)
     if code:
         raise click.exceptions.Exit(code)
 

@@ -36,7 +36,8 @@ async def run_simulation(args: SimulateOptions, settings: Settings) -> int:
         auth_token=settings.twilio_auth_token.reveal(), seed=args.seed, numbers=args.numbers,
         time_scale=args.time_scale, history_days=args.history_days,
         our_number=settings.twilio_phone_number or "+15005550006",
-        verify_service_sid=settings.twilio_verify_service_sid or "VA" + "0" * 32))
+        verify_service_sid=settings.twilio_verify_service_sid or "VA" + "0" * 32,
+        incidents=args.incident))
     runner = web.AppRunner(create_sim_app(sim), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", args.twilio_port)

@@ -164,12 +164,18 @@ def fresh_database(pg_server: devdb.Database, template_db: str) -> Iterator[Any]
 
 
 @pytest.fixture(scope="session")
-def snapshot_dir(fresh_database: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def snapshot_db(fresh_database: Any) -> str:
+    """The event store behind ``snapshot_dir`` (what the oracle reads)."""
+    return str(fresh_database())
+
+
+@pytest.fixture(scope="session")
+def snapshot_dir(snapshot_db: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data dir whose published snapshot the real rollup built from simulated traffic."""
     from tests import snapshot_data
 
     data_dir = tmp_path_factory.mktemp("dashboard-data")
-    asyncio.run(snapshot_data.build(fresh_database(), data_dir))
+    asyncio.run(snapshot_data.build(snapshot_db, data_dir))
     return data_dir
 
 

@@ -78,12 +78,11 @@ async def rolled_up(db_url: str, db: asyncpg.Connection,
     """The model with every stored event applied. The reader stops below the oldest open
     transaction on the whole server (gap-free reading), and parallel test sessions share it:
     roll up again until the model has caught up, within a deadline."""
-    want = await db.fetchval("SELECT count(*) FROM events WHERE type NOT LIKE 'alert.%'")
+    want = await db.fetchval("SELECT count(*) FROM events")
     deadline = time.monotonic() + 60
     while True:
         duck, _ = await rollup(db_url, path)
-        have = duck.execute("SELECT count(*) FROM events WHERE type NOT LIKE 'alert.%'"
-                            ).fetchone()
+        have = duck.execute("SELECT count(*) FROM events").fetchone()
         if (have and have[0] >= want) or time.monotonic() > deadline:
             return duck
         duck.close()
@@ -321,3 +320,32 @@ async def test_ingest_degraded_from_the_ingesters_metrics(
             'smsledger_events_appended_total 120\n')
     assert await at(280, parse_metrics(text)) == ["403"]   # 50 of 60 refused
     duck.close()
+
+
+async def test_worker_metrics_gauges(db_url: str, db: asyncpg.Connection,
+                                     tmp_path: Path) -> None:
+    """The Prometheus gauges per carrier and per country, served over HTTP."""
+    import aiohttp
+
+    from analytics.worker_metrics import WorkerMetrics
+
+    now = datetime.now().astimezone()
+    evs = (traffic(0, now - timedelta(minutes=10), 30, spread_s=300, latency_s=5.0)
+           + traffic(100, now - timedelta(minutes=10), 10, spread_s=300, outcome="undelivered",
+                     code=30003))
+    duck = await model(db_url, db, tmp_path, evs)
+    metrics = WorkerMetrics()
+    metrics.update(duck, {"delivery_rate_drop": 2}, now.timestamp())
+    duck.close()
+    port = await metrics.serve(0)
+    try:
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+            assert resp.status == 200
+            text = await resp.text()
+    finally:
+        await metrics.close()
+    assert 'smsledger_messages_window{dimension="country",name="GB"} 40.0' in text
+    assert 'smsledger_delivery_rate{dimension="country",name="GB"} 0.75' in text
+    assert 'smsledger_otp_p50_seconds{dimension="carrier",name="Three"} 5.0' in text
+    assert 'smsledger_alerts_open{rule="delivery_rate_drop"} 2.0' in text

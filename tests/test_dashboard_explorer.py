@@ -22,6 +22,7 @@ from tests.test_dashboard import app, goto, sql  # noqa: F401 (app is a fixture)
     ("error:30003", "error", "30003"),
     ("carrier: Verizon Wireless", "carrier", "Verizon Wireless"),
     ("country:GB", "country", "GB"),
+    ("sender:+15005550006", "sender", "+15005550006"),
     ("   ", "empty", ""),
 ])
 def test_search_reads_what_people_type(typed: str, kind: str, value: str) -> None:

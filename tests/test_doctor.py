@@ -60,7 +60,7 @@ async def test_doctor_passes_on_a_right_setup(db_url: str, tmp_path: Path) -> No
     checks = by_check(findings)
     assert not [f for f in findings if f.level == "fail"], render(findings)
     for name in ("database", "migrations", "ingester", "twilio", "sender", "messaging service",
-                 "status callback", "verify"):
+                 "status callback", "verify", "dashboard"):
         assert checks[name].level == "ok", render(findings)
     # A loopback public URL works with the simulator but is no place for real Twilio.
     assert checks["public URL"].level == "warn"
@@ -152,3 +152,21 @@ async def test_simulate_duration_ends_within_its_drain(db_url: str, tmp_path: Pa
     assert "sent:" in text, text
     assert "callbacks delivered: 0," not in text, text
     assert "waited up to 5 s for" in text and "dropped" in text, text
+
+
+def test_doctor_wants_a_sign_in_for_a_dashboard_beyond_this_machine(tmp_path: Path) -> None:
+    from smsledger.doctor import check_dashboard
+
+    local = Settings(data_dir=tmp_path)
+    assert check_dashboard(local).level == "ok" and "127.0.0.1" in check_dashboard(local).text
+    exposed = Settings(data_dir=tmp_path, dashboard_url="https://ops.example.com")
+    finding = check_dashboard(exposed)
+    assert finding.level == "fail" and "SMSLEDGER_DASHBOARD_PASSWORD" in finding.text
+    guarded = Settings(data_dir=tmp_path, dashboard_url="https://ops.example.com",
+                       dashboard_password=Secret("correct horse battery"))
+    assert check_dashboard(guarded).level == "ok"
+    clear = Settings(data_dir=tmp_path, dashboard_url="http://ops.example.com",
+                     dashboard_password=Secret("correct horse battery"))
+    assert check_dashboard(clear).level == "warn"
+    half = Settings(data_dir=tmp_path, oidc_client_id="smsledger")
+    assert check_dashboard(half).level == "fail"

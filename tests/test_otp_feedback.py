@@ -14,11 +14,13 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from analytics import queries
 from ingest.app import create_app
 from schema.settings import Secret, Settings
 from sim.twilio import TwilioSim, create_sim_app
 from smsledger.devdb import free_port
 from tests.conftest import TEST_TOKEN
+from tests.factory import rollup, settled
 from tests.test_sending import ACCOUNT, API_KEY, AUTH, OUR_NUMBER, VERIFY_SID, sim_config
 
 
@@ -27,6 +29,7 @@ class Otp:
     sim: TwilioSim
     client: TestClient[Any, Any]
     db: asyncpg.Connection
+    db_url: str
 
     async def send(self, category: str) -> str:
         phone = self.sim.numbers_with("good")[0].e164
@@ -59,7 +62,7 @@ async def otp(db_url: str, db: asyncpg.Connection, tmp_path: Path) -> AsyncItera
             twilio_api_url=str(sim_server.make_url("")).rstrip("/"),
             api_key=Secret(API_KEY), public_url=f"http://127.0.0.1:{port}", data_dir=tmp_path)
         async with TestClient(TestServer(create_app(settings), port=port)) as client:
-            yield Otp(sim, client, db)
+            yield Otp(sim, client, db, db_url)
 
 
 async def test_otp_sends_ask_for_feedback_and_others_do_not(otp: Otp) -> None:
@@ -92,6 +95,17 @@ async def test_racing_confirmations_post_once(otp: Otp) -> None:
     assert sorted(status for status, _ in answers) == [200] * 7 + [201]
     assert otp.sim.feedback == {sid: ["confirmed"]}
     assert len(await otp.confirmed()) == 1
+
+
+async def test_conversion_is_known_from_the_log(otp: Otp, tmp_path: Path) -> None:
+    """Two OTPs sent, one confirmed, one notice: the rollup's OTP conversion is 1 of 2."""
+    first, _, _ = await otp.send("otp"), await otp.send("otp"), await otp.send("transactional")
+    assert (await otp.confirm(first))[0] == 201
+    await settled(otp.db)
+    duck, _ = await rollup(otp.db_url, tmp_path / "otp.duckdb")
+    frame = queries.otp_conversion(duck)
+    assert frame[["sent", "confirmed"]].values.tolist() == [[2, 1]]
+    assert frame["conversion"].tolist() == [0.5]
 
 
 async def test_confirm_refuses_what_it_cannot_confirm(otp: Otp) -> None:

@@ -175,3 +175,20 @@ FROM messages m JOIN ends e
 WHERE m.sent_at >= to_timestamp($since) AND m.sent_at < to_timestamp($until)
   AND m.send_source IN ('api', 'webhook')
 GROUP BY ALL;
+
+-- name: gauges
+-- The worker's Prometheus gauges: per carrier and per country, over the messages sent in
+-- [$since, $until): messages, delivery rate over final statuses, OTP median latency.
+SELECT CASE WHEN grouping(n.carrier) = 0 THEN 'carrier' ELSE 'country' END AS dimension,
+       coalesce(CASE WHEN grouping(n.carrier) = 0 THEN n.carrier ELSE n.country END,
+                'unknown') AS name,
+       count(*) AS messages,
+       count(*) FILTER (WHERE m.status IN ('delivered', 'read')) AS delivered,
+       count(*) FILTER (WHERE m.status IN ('delivered', 'read', 'undelivered', 'failed'))
+           AS final,
+       quantile_cont(epoch(m.delivered_at - m.sent_at), 0.5)
+           FILTER (WHERE m.category = 'otp') AS otp_p50_s
+FROM messages m LEFT JOIN numbers n ON n.phone = m.to_number
+WHERE coalesce(m.sent_at, m.first_seen_at) >= to_timestamp($since)
+  AND coalesce(m.sent_at, m.first_seen_at) < to_timestamp($until)
+GROUP BY GROUPING SETS ((n.carrier), (n.country));

@@ -79,6 +79,16 @@ WHERE ($start IS NULL OR occurred_at >= $start) AND ($end IS NULL OR occurred_at
   AND type LIKE 'verification.%'
 GROUP BY 1 ORDER BY 1;
 
+-- name: otp_conversion
+-- Per day of sending: OTP messages, those confirmed (otp.confirmed), the share confirmed.
+SELECT date_trunc('day', coalesce(sent_at, first_seen_at)) AS day, count(*) AS sent,
+       count(*) FILTER (WHERE message_sid IN (
+           SELECT message_sid FROM events WHERE type = 'otp.confirmed')) AS confirmed,
+       confirmed / nullif(sent, 0) AS conversion
+FROM facts_in($start, $end, $sender, $category, $country)
+WHERE category = 'otp'
+GROUP BY 1 ORDER BY 1;
+
 -- name: opt_outs
 SELECT date_trunc('day', occurred_at) AS day,
        replace(type, 'contact.', '') AS kind, coalesce(detail, '') AS keyword,
@@ -137,8 +147,8 @@ SELECT phone, country, carrier, sends, verdict FROM numbers
 WHERE suffix(phone, $digits) ORDER BY sends DESC, phone LIMIT $limit;
 
 -- name: find_messages
--- The newest messages matching a SID prefix, an error code, a carrier or a country (each
--- NULL: any).
+-- The newest messages matching a SID prefix, an error code, a carrier, a country or a sender
+-- (each NULL: any).
 SELECT message_sid, to_number AS phone, status, error_code, carrier, country,
        coalesce(sent_at, first_seen_at) AS sent_at
 FROM message_facts
@@ -146,6 +156,7 @@ WHERE ($sid_prefix IS NULL OR starts_with(message_sid, $sid_prefix))
   AND ($code IS NULL OR error_code = $code)
   AND ($carrier IS NULL OR coalesce(carrier, 'unknown') = $carrier)
   AND ($country IS NULL OR coalesce(country, 'unknown') = $country)
+  AND ($sender IS NULL OR coalesce(from_number, messaging_service_sid) = $sender)
 ORDER BY coalesce(sent_at, first_seen_at) DESC LIMIT $limit;
 
 -- name: data_as_of

@@ -22,7 +22,7 @@ search = Search("number", pinned) if pinned and text == mask(pinned) else Search
 if search.kind == "empty":
     st.caption("Every send, status callback, reply and opt-out is an immutable event; this "
                "shows them all for one message or one number. The other pages open it too: "
-               "click a row in Unreachable numbers, Errors or Carriers & countries.")
+               "click a row in Unreachable numbers, Errors, Carriers & countries or Alerts.")
     st.stop()
 
 key = ""
@@ -45,7 +45,8 @@ elif search.kind == "digits":
 else:
     what = {"sid_prefix": f"SIDs starting {search.value}",
             "error": f"error {search.value}", "carrier": f"carrier {search.value}",
-            "country": f"country {labels.country(search.value)}"}[search.kind]
+            "country": f"country {labels.country(search.value)}",
+            "sender": f"sender {search.value}"}[search.kind]
     messages: pd.DataFrame = cached(path, "find_messages", search)
     if messages.empty:
         st.warning(f"No messages with {what} in this snapshot.")

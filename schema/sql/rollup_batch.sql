@@ -23,7 +23,9 @@ SELECT position, tx_id::text::numeric(20, 0) AS tx_id, type, source, message_sid
                 THEN payload->>'verification_sid'
             -- "0.0079 USD": Twilio's final price, split again by analytics/sql/apply_prices.sql
             WHEN type = 'message.priced'
-                THEN (payload->>'amount') || ' ' || (payload->>'price_unit') END AS detail,
+                THEN (payload->>'amount') || ' ' || (payload->>'price_unit')
+            -- The whole alert (rule, segment, observed, baseline, text) for the Alerts page.
+            WHEN type IN ('alert.opened', 'alert.resolved') THEN payload::text END AS detail,
        CASE WHEN type = 'number.looked_up' THEN payload->>'line_type' END AS line_type
 FROM events
 WHERE (tx_id, position) > ($1::text::xid8, $2::bigint)
