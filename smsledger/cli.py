@@ -179,10 +179,12 @@ def settings() -> None:
 
 
 @cli.command()
-@reads("database_url", "twilio_account_sid", "twilio_auth_token", "twilio_phone_number",
-       "twilio_verify_service_sid", "twilio_api_url", "api_key", "public_url", "trust_forwarded",
-       "data_dir", "max_body_bytes", "queue_size", "batch_max", "db_pool_size", "db_timeout_s",
-       "help_reply", "opt_out_reply", "opt_in_reply", "twilio_timeout_s")
+@reads("database_url", "twilio_account_sid", "twilio_auth_token", "twilio_auth_token_secondary",
+       "webhook_shared_keys", "twilio_phone_number", "twilio_verify_service_sid",
+       "twilio_api_url", "api_key", "public_url", "trust_forwarded", "data_dir",
+       "max_body_bytes", "max_form_fields", "queue_size", "batch_max", "db_pool_size",
+       "db_timeout_s", "help_reply", "opt_out_reply", "opt_in_reply", "opt_out_scope",
+       "fraud_guard", "twilio_timeout_s", "body_timeout_s", "max_slow_readers")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
 @click.option("--port", type=int, default=8080, show_default=True, help="port to listen on")
 def serve(settings: Settings, host: str, port: int) -> None:

@@ -16,6 +16,7 @@ from analytics.reader import prepare
 from analytics.rollup import Rollup, RollupResult
 from schema import events, store
 from schema.events import Event, Source
+from schema.sources.webhooks import inbound_message, status_callback
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 OUR = "+15005550006"
@@ -37,7 +38,7 @@ def status(sid: str, to: str, st: str, when: datetime, code: int | None = None) 
             "AccountSid": "AC" + "0" * 32}
     if code is not None:
         form["ErrorCode"] = str(code)
-    return events.status_callback(form, received_at=when)
+    return status_callback(form, received_at=when)
 
 
 def message(n: int, to: str, when: datetime, outcome: str = "delivered",
@@ -52,7 +53,7 @@ def message(n: int, to: str, when: datetime, outcome: str = "delivered",
 
 def inbound(n: int, phone: str, body: str, when: datetime) -> list[Event]:
     form = {"MessageSid": f"SM{n:032x}", "From": phone, "To": OUR, "Body": body}
-    return [at(e, when) for e in events.inbound_message(form)]
+    return [at(e, when) for e in inbound_message(form)]
 
 
 async def append(db: asyncpg.Connection, evs: Sequence[Event]) -> None:
