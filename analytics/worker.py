@@ -92,8 +92,10 @@ async def run_worker(config: WorkerConfig, twilio_client: Any = None,
         private_dir(config.data_dir)
         work = publish.work_path(config.data_dir)
         duck = await asyncio.to_thread(open_model, work)
-        alerting = await Alerting(config.alerts).start() if config.alerts is not None else None
+        alerting = Alerting(config.alerts) if config.alerts is not None else None
         try:
+            if alerting is not None:
+                await alerting.start()
             rollup = Rollup(duck, config.rules, batch_size=config.batch_size,
                             crash_after_batches=config.crash_after_batches)
             asked: set[str] = set()
