@@ -97,6 +97,9 @@ class Rollup:
                         "SELECT DISTINCT phone FROM dirty_numbers")
             row = con.execute("SELECT count(*) FROM affected").fetchone()
             count = int(row[0]) if row else 0
+            if not count:   # a tick with nothing new writes nothing: no empty snapshot
+                con.execute("ROLLBACK")
+                return 0
             params = self.rules.sql_params()
             for statement in statements("refresh_numbers"):
                 con.execute(statement, {k: v for k, v in params.items() if f"${k}" in statement})

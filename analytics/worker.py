@@ -1,5 +1,10 @@
-"""The analytics worker: rollup every N seconds, Lookup enrichment, the hygiene report on a
-schedule, the snapshot published after every change. One leader at a time.
+"""The analytics worker: rollup every N seconds, Lookup enrichment, the hygiene report and the
+lake's compaction on a schedule. One leader at a time.
+
+Every batch's commit is at once visible to readers (the lake is the publication: nothing is
+copied); the first successful round names the lake in the pointer file readers open. When the
+catalog database is unreachable, the worker logs it and tries again every interval (``once``:
+it gives up with the error).
 
 Leadership is a PostgreSQL advisory lock held by the worker's connection: a second worker waits
 for it (it never opens the DuckDB file meanwhile, so it cannot double-apply), and takes over
@@ -22,8 +27,10 @@ from typing import Any
 import asyncpg
 from twilio.base.exceptions import TwilioException
 
-from analytics import enrich, publish
+from analytics import enrich
+from analytics import lake as lakes
 from analytics.hygiene import HygieneRules
+from analytics.lake import CatalogUnreachable
 from analytics.model import open_model
 from analytics.reader import prepare
 from analytics.reconcile import reconcile
@@ -76,31 +83,53 @@ async def run_worker(config: WorkerConfig, twilio_client: Any = None,
             loop.add_signal_handler(sig, stop.set)
             handled.append(sig)
     total = RollupResult()
+    try:
+        while True:
+            try:
+                await _session(config, twilio_client, stop, total)
+                return total
+            except (OSError, asyncpg.PostgresConnectionStatusError, asyncpg.CannotConnectNowError,
+                    asyncpg.InterfaceError, CatalogUnreachable) as exc:
+                if config.once:
+                    raise
+                log.warning("the event store or the analytics catalog is unreachable (%s); "
+                            "retrying in %.0f s", lakes.redact(str(exc), config.database_url)
+                            .splitlines()[0] if str(exc) else type(exc).__name__,
+                            config.interval_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), config.interval_s)
+                if stop.is_set():
+                    return total
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+
+
+async def _session(config: WorkerConfig, twilio_client: Any, stop: asyncio.Event,
+                   total: RollupResult) -> None:
+    """One connection's worth of work: lead, then roll up round after round."""
     pg = await asyncpg.connect(config.database_url)
     try:
         await prepare(pg)
         if not await acquire_leadership(pg, stop):
-            return total
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        work = publish.work_path(config.data_dir)
-        duck = await asyncio.to_thread(open_model, work)
+            return
+        lakes.make_private_dir(config.data_dir)
+        lake = lakes.writer_lake(config.data_dir, config.database_url)
+        duck = await asyncio.to_thread(open_model, lake)
+        if not lakes.pointer_path(config.data_dir).exists():
+            lakes.write_pointer(config.data_dir, lake)   # readers may open it from now on
         try:
             rollup = Rollup(duck, config.rules, batch_size=config.batch_size,
                             crash_after_batches=config.crash_after_batches)
             asked: set[str] = set()
             last_report = -float("inf")   # the first report follows the first rollup
             last_reconcile = time.monotonic()
-            first = True
             while True:
                 result = await rollup.run(pg, stop)
                 total.events += result.events
                 total.batches += result.batches
-                if result.events or first:
-                    await asyncio.to_thread(publish.publish, duck, work,
-                                            publish.snapshot_path(config.data_dir))
-                    if result.events:
-                        log.info("applied %d events in %.2f s", result.events, result.seconds)
-                first = False
+                if result.events:
+                    log.info("applied %d events in %.2f s", result.events, result.seconds)
                 if config.lookup_limit and twilio_client is not None and not stop.is_set():
                     phones = enrich.numbers_to_look_up(duck, config.lookup_limit, asked)
                     if phones:
@@ -133,7 +162,4 @@ async def run_worker(config: WorkerConfig, twilio_client: Any = None,
         finally:
             duck.close()
     finally:
-        for sig in handled:
-            loop.remove_signal_handler(sig)
         await pg.close()   # closing the session releases the leader lock
-    return total

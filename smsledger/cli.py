@@ -117,8 +117,8 @@ def cmd_rollup(args: argparse.Namespace, settings: Settings) -> int:
     config = _worker_config(args, settings, once=args.once)
     config.hygiene_every_s, config.lookup_limit = 0, 0
     result = asyncio.run(run_worker(config))
-    print(f"rollup: applied {result.events} events in {result.batches} batches; snapshot "
-          f"{settings.data_dir / 'analytics.duckdb'}")
+    print(f"rollup: applied {result.events} events in {result.batches} batches; model "
+          f"{settings.data_dir / 'lake'}")
     return 0
 
 
@@ -332,8 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="create and use this database on a found server (ignored when "
                         "DATABASE_URL is set)")
 
-    p = add("rollup", cmd_rollup, "Apply new events to the DuckDB model and publish the "
-            "snapshot (SMSLEDGER_DATA_DIR/analytics.duckdb); every "
+    p = add("rollup", cmd_rollup, "Apply new events to the model (a DuckLake: catalog in "
+            "PostgreSQL, files under SMSLEDGER_DATA_DIR/lake; readers see each commit); every "
             "SMSLEDGER_ROLLUP_INTERVAL_S, or once with --once.")
     p.add_argument("--once", action="store_true", help="apply what is there now, then exit")
     p.add_argument("--interval", type=float, default=None,
@@ -380,8 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", type=_date, default=None, help="end, exclusive (YYYY-MM-DD)")
     p.add_argument("files", nargs="*", type=Path, help="Bulk Export files (.json or .json.gz)")
 
-    p = add("dashboard", cmd_dashboard, "Run the Streamlit dashboard on the published "
-            "snapshot (SMSLEDGER_DATA_DIR/analytics.duckdb).")
+    p = add("dashboard", cmd_dashboard, "Run the Streamlit dashboard on the model (read-only; "
+            "SMSLEDGER_DATA_DIR/analytics.lake names it).")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
     p.add_argument("--port", type=int, default=8501, help="port [8501]")
 

@@ -122,7 +122,7 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
               "actions/s through the ingester; progress every 15 s)")
         spawn("worker", "worker", "--interval", "3", "--hygiene-every", "60",
               "--lookup-limit", "20")
-        print(f"worker:    rollup every 3 s into {data_dir / 'analytics.duckdb'}; hygiene "
+        print(f"worker:    rollup every 3 s into {data_dir / 'lake'}; hygiene "
               f"report every 60 s under {data_dir / 'reports'}")
         dashboard_port = args.port + 20
         dashboard = spawn("dashboard", "dashboard", "--port", str(dashboard_port))

@@ -10,6 +10,7 @@ import asyncpg
 import duckdb
 
 from analytics.hygiene import load_rules
+from analytics.lake import Lake
 from analytics.model import open_model
 from analytics.reader import prepare
 from analytics.rollup import Rollup, RollupResult
@@ -59,12 +60,19 @@ async def append(db: asyncpg.Connection, evs: Sequence[Event]) -> None:
         await store.append(db, list(evs))
 
 
+def lake_at(db_url: str, path: Path) -> Lake:
+    """A model of its own for ``path`` (its data files there, its catalog in a PostgreSQL schema
+    named after it), so that one test may build several from one event log."""
+    stem = "".join(c if c.isalnum() else "_" for c in path.stem.lower())
+    return Lake(db_url, f"lake_{stem}", path)
+
+
 async def rollup(db_url: str, path: Path, batch_size: int = 1000,
                  ) -> tuple[duckdb.DuckDBPyConnection, RollupResult]:
     pg = await asyncpg.connect(db_url)
     try:
         await prepare(pg)
-        duck = open_model(path)
+        duck = open_model(lake_at(db_url, path))
         result = await Rollup(duck, load_rules(), batch_size=batch_size).run(pg)
         return duck, result
     finally:

@@ -139,9 +139,10 @@ async def test_rules_are_configuration(tmp_path: Path, db_url: str, db: asyncpg.
     from analytics.model import open_model
     from analytics.reader import prepare
     from analytics.rollup import Rollup
+    from tests.factory import lake_at
     pg = await asyncpg.connect(db_url)
     await prepare(pg)
-    duck = open_model(tmp_path / "strict.duckdb")
+    duck = open_model(lake_at(db_url, tmp_path / "strict"))
     await Rollup(duck, rules).run(pg)
     await pg.close()
     got = dict(duck.execute("SELECT phone, verdict FROM numbers").fetchall())

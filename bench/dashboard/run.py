@@ -23,10 +23,11 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from analytics.publish import publish, snapshot_path, work_path  # noqa: E402
+
 from analytics import queries  # noqa: E402
 from analytics.hygiene import load_rules  # noqa: E402
 from analytics.model import open_model  # noqa: E402
-from analytics.publish import publish, snapshot_path, work_path  # noqa: E402
 from analytics.reader import COLUMNS, Batch  # noqa: E402
 from analytics.rollup import Rollup  # noqa: E402
 from analytics.snapshot import open_snapshot  # noqa: E402
