@@ -175,6 +175,12 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
+    from smsledger.query_cmd import run_query
+
+    return run_query(args.sql, args.format, settings)
+
+
 def _with_twilio(settings: Settings, job: Callable[[Any, Any], Any]) -> Any:
     """Run ``job(twilio_client, pg_connection)`` with both opened and closed around it."""
     import asyncpg
@@ -365,6 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notify-url", default="", help="POST a JSON summary here "
                    "[SMSLEDGER_NOTIFY_URL]")
     p.add_argument("--batch-size", type=int, default=250_000, help=argparse.SUPPRESS)
+
+    p = add("query", cmd_query, "Read-only SQL on the analytics model (the state the dashboard "
+            "shows); tables and columns: README, Analytics. Writes, ATTACH, COPY, INSTALL/LOAD "
+            "and file-reading functions are refused (exit 2).")
+    p.add_argument("sql", help='one query, e.g. "SELECT verdict, count(*) FROM numbers GROUP '
+                               'BY 1"')
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                   help="output format [table]")
 
     p = add("reconcile", cmd_reconcile, "Fetch, through Twilio's Messages API, every "
             "message with no terminal status N minutes after sending, and recent messages "
