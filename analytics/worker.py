@@ -29,6 +29,7 @@ from twilio.base.exceptions import TwilioException
 
 from analytics import enrich
 from analytics import lake as lakes
+from analytics.compact import compact
 from analytics.hygiene import HygieneRules
 from analytics.lake import CatalogUnreachable
 from analytics.model import open_model
@@ -57,6 +58,10 @@ class WorkerConfig:
     reconcile_after_s: float = 600.0
     once: bool = False
     crash_after_batches: int = 0
+    compact_every_s: float = 600.0       # 0: never
+    lake_keep_s: float = 3600.0
+    compact_now: bool = False            # compact after the first round (rollup --compact)
+    crash_in_compaction: bool = False
 
 
 async def acquire_leadership(pg: asyncpg.Connection, stop: asyncio.Event) -> bool:
@@ -124,6 +129,7 @@ async def _session(config: WorkerConfig, twilio_client: Any, stop: asyncio.Event
             asked: set[str] = set()
             last_report = -float("inf")   # the first report follows the first rollup
             last_reconcile = time.monotonic()
+            last_compact = time.monotonic()
             while True:
                 result = await rollup.run(pg, stop)
                 total.events += result.events
@@ -155,6 +161,15 @@ async def _session(config: WorkerConfig, twilio_client: Any, stop: asyncio.Event
                                              config.data_dir / "reports", config.notify_url)
                     except (OSError, RuntimeError) as exc:
                         log.error("hygiene report failed: %s", exc)
+                if not stop.is_set() and (config.compact_now or config.crash_in_compaction or (
+                        config.compact_every_s
+                        and time.monotonic() - last_compact >= config.compact_every_s)):
+                    config.compact_now = False
+                    last_compact = time.monotonic()
+                    done = await asyncio.to_thread(
+                        compact, duck, timedelta(seconds=config.lake_keep_s),
+                        config.crash_in_compaction)
+                    log.info("compacted the lake: %s", done)
                 if config.once or stop.is_set():
                     break
                 with contextlib.suppress(TimeoutError):

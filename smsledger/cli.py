@@ -108,7 +108,9 @@ def _worker_config(args: argparse.Namespace, settings: Settings, once: bool) -> 
         notify_url=getattr(args, "notify_url", "") or settings.notify_url, once=once,
         reconcile_every_s=settings.reconcile_every_s,
         reconcile_after_s=settings.reconcile_after_s,
-        crash_after_batches=getattr(args, "crash_after_batches", 0))
+        compact_every_s=settings.compact_every_s, lake_keep_s=settings.lake_keep_s,
+        crash_after_batches=getattr(args, "crash_after_batches", 0),
+        crash_in_compaction=getattr(args, "crash_in_compaction", False))
 
 
 def cmd_rollup(args: argparse.Namespace, settings: Settings) -> int:
@@ -116,6 +118,7 @@ def cmd_rollup(args: argparse.Namespace, settings: Settings) -> int:
 
     config = _worker_config(args, settings, once=args.once)
     config.hygiene_every_s, config.lookup_limit = 0, 0
+    config.compact_now = args.compact
     result = asyncio.run(run_worker(config))
     print(f"rollup: applied {result.events} events in {result.batches} batches; model "
           f"{settings.data_dir / 'lake'}")
@@ -347,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=250_000,
                    help="events per DuckDB transaction (250000 measured best) [250000]")
     p.add_argument("--crash-after-batches", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--crash-in-compaction", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--compact", action="store_true",
+                   help="compact the lake after the rollup (the worker does it every "
+                        "SMSLEDGER_COMPACT_EVERY_S)")
 
     p = add("worker", cmd_worker, "The analytics worker: rollup every "
             "SMSLEDGER_ROLLUP_INTERVAL_S, Lookup enrichment, the hygiene report every "
