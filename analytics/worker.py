@@ -91,8 +91,9 @@ async def run_worker(config: WorkerConfig, twilio_client: Any = None,
     try:
         while True:
             try:
-                await _session(config, twilio_client, stop, total)
-                return total
+                if not await _session(config, twilio_client, stop, total):
+                    return total
+                continue   # the model was rebuilt: go on with the new one
             except (OSError, asyncpg.PostgresConnectionStatusError, asyncpg.CannotConnectNowError,
                     asyncpg.InterfaceError, CatalogUnreachable) as exc:
                 if config.once:
@@ -111,13 +112,14 @@ async def run_worker(config: WorkerConfig, twilio_client: Any = None,
 
 
 async def _session(config: WorkerConfig, twilio_client: Any, stop: asyncio.Event,
-                   total: RollupResult) -> None:
-    """One connection's worth of work: lead, then roll up round after round."""
+                   total: RollupResult) -> bool:
+    """One connection's worth of work: lead, then roll up round after round. True when
+    `rollup --rebuild` switched readers to a new lake (the caller starts over on it)."""
     pg = await asyncpg.connect(config.database_url)
     try:
         await prepare(pg)
         if not await acquire_leadership(pg, stop):
-            return
+            return False
         lakes.make_private_dir(config.data_dir)
         lake = lakes.writer_lake(config.data_dir, config.database_url)
         duck = await asyncio.to_thread(open_model, lake)
@@ -131,6 +133,10 @@ async def _session(config: WorkerConfig, twilio_client: Any, stop: asyncio.Event
             last_reconcile = time.monotonic()
             last_compact = time.monotonic()
             while True:
+                if lakes.read_pointer(config.data_dir, config.database_url).schema \
+                        != lake.schema:
+                    log.info("the model was rebuilt; continuing on the new one")
+                    return True
                 result = await rollup.run(pg, stop)
                 total.events += result.events
                 total.batches += result.batches
@@ -178,3 +184,4 @@ async def _session(config: WorkerConfig, twilio_client: Any, stop: asyncio.Event
             duck.close()
     finally:
         await pg.close()   # closing the session releases the leader lock
+    return False

@@ -116,6 +116,9 @@ def _worker_config(args: argparse.Namespace, settings: Settings, once: bool) -> 
 def cmd_rollup(args: argparse.Namespace, settings: Settings) -> int:
     from analytics.worker import run_worker
 
+    if args.rebuild:
+        from smsledger.rebuild_cmd import run_rebuild
+        return run_rebuild(args, settings, _worker_config(args, settings, once=True))
     config = _worker_config(args, settings, once=args.once)
     config.hygiene_every_s, config.lookup_limit = 0, 0
     config.compact_now = args.compact
@@ -351,6 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="events per DuckDB transaction (250000 measured best) [250000]")
     p.add_argument("--crash-after-batches", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--crash-in-compaction", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--rebuild", action="store_true",
+                   help="recompute the whole model from the event log into a new lake and "
+                        "switch readers to it when complete (progress on stderr)")
     p.add_argument("--compact", action="store_true",
                    help="compact the lake after the rollup (the worker does it every "
                         "SMSLEDGER_COMPACT_EVERY_S)")
