@@ -16,6 +16,13 @@ import pandas as pd
 
 OTP_SLOW_MEDIAN_S = 8.0   # users start giving up near 10 s
 
+# The final statuses that count as delivered and as failed (fixed SQL fragments). Some segments
+# of a partially_delivered message arrived: the handset exists and receives, so it counts as
+# delivered. canceled (withdrawn before sending) is neither: it is not in the delivery rate,
+# whose denominator is the messages with an outcome, and its segments are not counted as sent.
+DELIVERED = "('delivered', 'read', 'partially_delivered')"
+FAILED = "('undelivered', 'failed')"
+
 DIMENSIONS = {
     "day": "date_trunc('day', coalesce(sent_at, first_seen_at))",
     "hourly": "date_trunc('hour', coalesce(sent_at, first_seen_at))",
@@ -78,15 +85,17 @@ def _df(con: duckdb.DuckDBPyConnection, query: str, params: list[Any]) -> pd.Dat
 def overview(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> dict[str, Any]:
     where, params = f.where()
     row = con.execute(f"""
-        SELECT count(*), count(*) FILTER (WHERE status IN ('delivered', 'read')),
-               count(*) FILTER (WHERE status IN ('undelivered', 'failed')),
-               median(latency_s) FILTER (WHERE category = 'otp'), sum(segments)
+        SELECT count(*), count(*) FILTER (WHERE status IN {DELIVERED}),
+               count(*) FILTER (WHERE status IN {FAILED}),
+               median(latency_s) FILTER (WHERE category = 'otp'),
+               sum(segments) FILTER (WHERE status IS DISTINCT FROM 'canceled'),
+               count(*) FILTER (WHERE status = 'canceled')
         FROM message_facts WHERE {where}
     """, params).fetchone()  # noqa: S608 (fixed clauses, bound values)
     assert row is not None
-    sends, delivered, failed, otp_p50, segments = row
+    sends, delivered, failed, otp_p50, segments, canceled = row
     finished = delivered + failed
-    return {"sends": sends, "delivered": delivered, "failed": failed,
+    return {"sends": sends, "delivered": delivered, "failed": failed, "canceled": canceled,
             "delivery_rate": delivered / finished if finished else None,
             "otp_median_s": otp_p50, "segments": segments or 0}
 
@@ -99,8 +108,8 @@ def delivery_by(con: duckdb.DuckDBPyConnection, dim: str, f: Filters = Filters()
     where, params = f.where()
     return _df(con, f"""
         SELECT {key} AS {dim}, count(*) AS messages,
-               count(*) FILTER (WHERE status IN ('delivered', 'read')) AS delivered,
-               count(*) FILTER (WHERE status IN ('undelivered', 'failed')) AS failed,
+               count(*) FILTER (WHERE status IN {DELIVERED}) AS delivered,
+               count(*) FILTER (WHERE status IN {FAILED}) AS failed,
                delivered / nullif(delivered + failed, 0) AS delivery_rate,
                median(latency_s) AS median_latency_s
         FROM message_facts WHERE {where}
@@ -118,7 +127,7 @@ def status_funnel(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.
                 WHERE {where} AND (first_sent_at IS NOT NULL OR delivered_at IS NOT NULL
                                    OR failed_at IS NOT NULL)
             UNION ALL SELECT 3, 'delivered', count(*) FROM message_facts
-                WHERE {where} AND status IN ('delivered', 'read')
+                WHERE {where} AND status IN {DELIVERED}
         ) ORDER BY o
     """, params * 3)  # noqa: S608
 
@@ -228,13 +237,69 @@ def flagged_numbers(con: duckdb.DuckDBPyConnection, verdicts: list[str] | None =
 
 
 def timeline(con: duckdb.DuckDBPyConnection, key: str) -> pd.DataFrame:
-    """Every event of a message (SID) or a phone number, in log order."""
-    column = "message_sid" if key.startswith(("SM", "MM")) else "phone"
-    return _df(con, f"""
-        SELECT received_at, type, status, error_code, source, message_sid, phone, category,
-               detail, position
-        FROM events WHERE {column} = ? ORDER BY position
-    """, [key])  # noqa: S608
+    """Every event of a message (SID) or a phone number, in log order: the event's own time
+    (Twilio's where it gave one: Event Streams, reconcile, backfill) and when it was stored."""
+    return _df(con, """
+        SELECT occurred_at, received_at, type, status, error_code, source, message_sid, phone,
+               category, detail, position
+        FROM events WHERE message_sid = ? OR (? AND phone = ?) ORDER BY position
+    """, [key, not key.startswith(("SM", "MM")), key])
+
+
+@dataclasses.dataclass(frozen=True)
+class Search:
+    """What the explorer was asked, read from what a person types: a message SID or its
+    prefix, a whole number (with or without +, spaces, dashes, brackets), the last digits of
+    a number (as the masked pages show them, ``•••2200``), or a drill-down from another page
+    (``error:30003``, ``carrier:…``, ``country:GB``)."""
+    kind: str          # sid, sid_prefix, number, digits, error, carrier, country, empty
+    value: str
+
+    @classmethod
+    def parse(cls, text: str) -> Search:
+        raw = text.strip()
+        for kind in ("error", "carrier", "country"):
+            if raw.lower().startswith(kind + ":"):
+                return cls(kind, raw[len(kind) + 1:].strip())
+        compact = "".join(raw.split()).lstrip("•.*x")
+        if compact[:2].upper() in ("SM", "MM"):
+            sid = compact[:2].upper() + compact[2:].lower()
+            return cls("sid" if len(sid) == 34 else "sid_prefix", sid)
+        digits = "".join(ch for ch in compact if ch.isdigit())
+        if not digits:
+            return cls("empty", "")
+        if compact.startswith("+") or len(digits) >= 8:
+            return cls("number", "+" + digits)
+        return cls("digits", digits)
+
+
+def find_numbers(con: duckdb.DuckDBPyConnection, digits: str, limit: int = 50,
+                 ) -> pd.DataFrame:
+    """Numbers whose last digits are ``digits``, most texted first."""
+    return _df(con, """
+        SELECT phone, country, carrier, sends, verdict FROM numbers
+        WHERE suffix(phone, ?) ORDER BY sends DESC, phone LIMIT ?
+    """, [digits, limit])
+
+
+def find_messages(con: duckdb.DuckDBPyConnection, search: Search, limit: int = 200,
+                  ) -> pd.DataFrame:
+    """The newest messages matching a SID prefix or a drill-down (error code, carrier,
+    country)."""
+    code = None if search.kind != "error" else (
+        int(search.value) if search.value.isdigit() else -1)   # -1: no code matches
+    return _df(con, """
+        SELECT message_sid, to_number AS phone, status, error_code, carrier, country,
+               coalesce(sent_at, first_seen_at) AS sent_at
+        FROM message_facts
+        WHERE (? IS NULL OR starts_with(message_sid, ?))
+          AND (? IS NULL OR error_code = ?)
+          AND (? IS NULL OR coalesce(carrier, 'unknown') = ?)
+          AND (? IS NULL OR coalesce(country, 'unknown') = ?)
+        ORDER BY coalesce(sent_at, first_seen_at) DESC LIMIT ?
+    """, [*[search.value if search.kind == "sid_prefix" else None] * 2, code, code,
+          *[search.value if search.kind == "carrier" else None] * 2,
+          *[search.value if search.kind == "country" else None] * 2, limit])
 
 
 def data_as_of(con: duckdb.DuckDBPyConnection) -> datetime | None:

@@ -78,7 +78,7 @@ async def reconcile(client: Any, pg: asyncpg.Connection, *, after: timedelta,
             continue
         result.checked += 1
         found = [e for e in api_message(resource(message), Source.RECONCILE)
-                 if e.type == "message.status"]
+                 if e.type in ("message.status", "message.priced")]
         result.statuses += len(found)
         events.extend(found)
     if list_recent:

@@ -69,7 +69,7 @@ class Rollup:
         con.execute("BEGIN")
         try:
             con.register("batch", batch.table)
-            for name in ("apply_events", "apply_messages"):
+            for name in ("apply_events", "apply_messages", "apply_prices"):
                 for statement in statements(name):
                     con.execute(statement)
             described = self._describe_new_numbers(batch)

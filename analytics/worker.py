@@ -33,6 +33,7 @@ from analytics.compact import compact
 from analytics.hygiene import HygieneRules
 from analytics.lake import CatalogUnreachable
 from analytics.model import open_model
+from analytics.pricefill import PriceFill
 from analytics.reader import prepare
 from analytics.reconcile import reconcile
 from analytics.report import hygiene_report
@@ -56,6 +57,9 @@ class WorkerConfig:
     notify_url: str = ""
     reconcile_every_s: float = 0.0       # 0: never
     reconcile_after_s: float = 600.0
+    price_fill_every_s: float = 0.0      # 0: never
+    price_fill_after_s: float = 86400.0
+    price_fill_limit: int = 500
     once: bool = False
     crash_after_batches: int = 0
     compact_every_s: float = 600.0       # 0: never
@@ -132,6 +136,9 @@ async def _session(config: WorkerConfig, twilio_client: Any, stop: asyncio.Event
             last_report = -float("inf")   # the first report follows the first rollup
             last_reconcile = time.monotonic()
             last_compact = time.monotonic()
+            prices = PriceFill(after=timedelta(seconds=config.price_fill_after_s),
+                               limit=config.price_fill_limit)
+            last_price_fill = -float("inf")
             while True:
                 if lakes.read_pointer(config.data_dir, config.database_url).schema \
                         != lake.schema:
@@ -157,6 +164,17 @@ async def _session(config: WorkerConfig, twilio_client: Any, stop: asyncio.Event
                     except (*UNREACHABLE, TwilioException) as exc:
                         # Refused (e.g. wrong credentials) or unreachable: try next round.
                         log.warning("reconcile skipped: Twilio unreachable or refused (%s)",
+                                    type(exc).__name__)
+                if (config.price_fill_every_s and config.price_fill_limit and
+                        twilio_client is not None and not stop.is_set() and
+                        time.monotonic() - last_price_fill >= config.price_fill_every_s):
+                    last_price_fill = time.monotonic()
+                    try:
+                        filled = await prices.run(twilio_client, pg)
+                        if filled.checked:
+                            log.info("price fill: %s", filled)
+                    except (*UNREACHABLE, TwilioException) as exc:
+                        log.warning("price fill skipped: Twilio unreachable or refused (%s)",
                                     type(exc).__name__)
                 due = (config.hygiene_every_s and
                        time.monotonic() - last_report >= config.hygiene_every_s)

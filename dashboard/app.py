@@ -15,6 +15,7 @@ PAGES = [
     st.Page("views/otp.py", title="OTP", icon=":material/timer:"),
     st.Page("views/unreachable.py", title="Unreachable numbers", icon=":material/phonelink_erase:"),
     st.Page("views/opt_outs.py", title="Opt-outs", icon=":material/block:"),
+    st.Page("views/cost.py", title="Cost", icon=":material/payments:"),
     st.Page("views/explorer.py", title="Message explorer", icon=":material/search:"),
 ]
 

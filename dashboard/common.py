@@ -143,3 +143,27 @@ def empty_state(what: str) -> None:
             "received events and the worker has rolled them up (every few seconds in the "
             "demo).")
 
+
+
+EXPLORER = "views/explorer.py"
+
+
+def mask(phone: object) -> str:
+    """One number as the pages show it: whole with SMSLEDGER_SHOW_NUMBERS=1, else •••1234."""
+    if not isinstance(phone, str) or not phone:     # pandas hands a missing one as NaN
+        return ""
+    return phone if settings().show_numbers or len(phone) <= 4 else "•••" + phone[-4:]
+
+
+def explore(key: str) -> None:
+    """Open the Message explorer on ``key`` (a SID, a number, ``error:30003``, ...). The key
+    travels in its own session entry: the explorer's text box is a widget of another page,
+    whose state Streamlit drops while that page is not shown."""
+    st.session_state["explore_request"] = key
+    st.switch_page(EXPLORER)
+
+
+def selected_row(event: Any) -> int | None:
+    """The row a person clicked in a ``st.dataframe(on_select="rerun")``, if any."""
+    rows = event.selection.rows if event is not None else []
+    return int(rows[0]) if rows else None

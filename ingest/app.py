@@ -17,7 +17,7 @@ from ingest import ops, send, webhooks
 from ingest.append import FLUSHERS, GroupCommitAppender, Overloaded, StoreUnavailable, Unstorable
 from ingest.forms import BadRequest
 from ingest.metrics import IngestMetrics
-from ingest.signature import WebhookSigner
+from ingest.signature import WebhookVerifier
 from ingest.spool import Spool
 from schema.settings import Settings, SettingsError, redact_url
 from twilio_api.client import make_client
@@ -43,21 +43,21 @@ def guarded(handler: Handler, metrics: IngestMetrics) -> Handler:
         try:
             response = await handler(request)
         except BadRequest as exc:
-            metrics.rejects.inc(reason=exc.reason)
+            metrics.rejects.labels(reason=exc.reason).inc()
             log.info("refused %s %s: %s (%d)", request.method, request.path, exc.reason,
                      exc.status)
             return _error(exc.status, exc.message, exc.extra)
         except Overloaded:
-            metrics.rejects.inc(reason="overloaded")
+            metrics.rejects.labels(reason="overloaded").inc()
             log.warning("refused %s %s: commit queue full (503)", request.method, request.path)
             return _error(503, "the ingester is overloaded; nothing was stored")
         except Unstorable as exc:
-            metrics.rejects.inc(reason="unstorable")
+            metrics.rejects.labels(reason="unstorable").inc()
             log.warning("refused %s %s: PostgreSQL refused the content (%s)", request.method,
                         request.path, exc)
             return _error(400, "the request's content cannot be stored; nothing was stored")
         except StoreUnavailable as exc:
-            metrics.rejects.inc(reason="store_unavailable")
+            metrics.rejects.labels(reason="store_unavailable").inc()
             log.warning("refused %s %s: store unavailable (%s)", request.method, request.path,
                         exc)
             return _error(503, "the event store is unavailable; nothing was acknowledged")
@@ -127,7 +127,7 @@ def create_app(settings: Settings) -> web.Application:
                                               webhooks.API_MAX_BODY_BYTES))
     app[webhooks.SETTINGS] = settings
     metrics = app[webhooks.METRICS] = IngestMetrics()
-    app[webhooks.SIGNER] = WebhookSigner(settings.twilio_auth_token)
+    app[webhooks.SIGNER] = WebhookVerifier.from_settings(settings)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_twilio_ctx)
     for path, handler in (("/twilio/status", webhooks.status_callback),

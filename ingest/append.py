@@ -329,7 +329,7 @@ class GroupCommitAppender:
                 if not future.done():
                     future.set_result(flags)
         for kind, count in stored.items():
-            self._metrics.appended.inc(count, type=kind)
+            self._metrics.appended.labels(type=kind).inc(count)
         if duplicates:
             self._metrics.duplicates.inc(duplicates)
 

@@ -8,6 +8,7 @@ import asyncpg
 from aiohttp import web
 
 from ingest.append import OUTAGE_ERRORS
+from ingest.metrics import CONTENT_TYPE
 from ingest.openapi import SPEC
 from ingest.webhooks import APPENDER, METRICS
 
@@ -47,6 +48,6 @@ async def metrics(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     # Read at scrape time rather than kept up to date on every request.
     metrics.queue_depth.set(request.app[APPENDER].queued)
-    return web.Response(text=metrics.render(),
-                        content_type="text/plain", charset="utf-8",
-                        headers={"X-Content-Type-Options": "nosniff"})
+    return web.Response(body=metrics.render().encode(),
+                        headers={"Content-Type": CONTENT_TYPE,
+                                 "X-Content-Type-Options": "nosniff"})

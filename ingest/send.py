@@ -108,12 +108,32 @@ def optional_str(obj: Any, name: str, where: str = "") -> str | None:
     return value
 
 
-async def check_recipient(request: web.Request, to: str, what: str) -> None:
-    """409 (and a ``message.refused`` event) when ``to`` opted out or was suppressed."""
-    timeout = request.app[SETTINGS].db_timeout_s
+def scope_words(scope: str) -> str:
+    """A Block's scope as the 409 says it: "account", "messaging service MG...", "sender +1..."."""
+    kind, _, value = scope.partition(":")
+    return {"messaging_service": f"messaging service {value}",
+            "sender": f"sender {value}"}.get(kind, "account")
+
+
+async def check_recipient(request: web.Request, to: str, what: str, *,
+                          messaging_service_sid: str | None = None,
+                          sender: str | None = None) -> None:
+    """409 (and a ``message.refused`` event) when ``to`` opted out or was suppressed.
+
+    With SMSLEDGER_OPT_OUT_SCOPE=sender, an opt-out refuses only the sends of its scope (the
+    Messaging Service, or the sender number, the STOP reached); a send with neither (Verify,
+    whose senders are Twilio's) is checked against every scope."""
+    settings = request.app[SETTINGS]
+    timeout = settings.db_timeout_s
     try:
         async with request.app[POOL].acquire(timeout=timeout) as conn:
-            block = await asyncio.wait_for(store.send_block(conn, to), timeout)
+            if settings.opt_out_scope == "sender":
+                known = bool(messaging_service_sid or sender)
+                block = await asyncio.wait_for(store.scoped_send_block(
+                    conn, to, messaging_service_sid=(messaging_service_sid or "") if known
+                    else None, sender=(sender or "") if known else None), timeout)
+            else:
+                block = await asyncio.wait_for(store.send_block(conn, to), timeout)
     except OUTAGE_ERRORS:
         # Fail closed: texting someone who opted out is worse than not texting them now.
         raise BadRequest(503, "store_unavailable", "cannot check opt-outs and suppressions "
@@ -122,13 +142,15 @@ async def check_recipient(request: web.Request, to: str, what: str) -> None:
         return
     await request.app[APPENDER].append([events.message_refused(
         request_id=str(uuid.uuid4()), to=to, reason=block.reason, detail=block.detail,
-        since=block.since, what=what)])
-    text = ("opted out" + (f" ({block.detail})" if block.detail else "")
+        since=block.since, what=what, scope=block.scope)])
+    scope = scope_words(block.scope)
+    text = ("opted out" + (f" ({block.detail})" if block.detail else "") +
+            ("" if scope == "account" else f" of {scope}")
             if block.reason == "opted_out" else f"suppressed: {block.detail}")
     raise BadRequest(409, block.reason,
                      f"{to} is {text} since {block.since.isoformat()}; nothing was sent",
                      extra={"reason": block.reason, "since": block.since.isoformat(),
-                            "detail": block.detail})
+                            "detail": block.detail, "scope": block.scope})
 
 
 async def append_or_warn(request: web.Request, evs: list[Event]) -> bool:
@@ -176,7 +198,7 @@ async def send_message(request: web.Request) -> web.Response:
         raise BadRequest(400, "invalid_field", "no sender: give `from` or "
                                                "`messaging_service_sid`, or set "
                                                "TWILIO_PHONE_NUMBER")
-    await check_recipient(request, to, "message")
+    await check_recipient(request, to, "message", messaging_service_sid=service, sender=sender)
 
     kwargs: dict[str, Any] = {"to": to, "body": body,
                               "status_callback": settings.public_url + "/twilio/status"}

@@ -6,19 +6,29 @@ with the URL it called. ``WebhookSigner`` computes exactly what
 them equal), but with the HMAC's two keyed hash states made once (RFC 2104: per request only the
 message and one digest are hashed, not the key again) and compares in constant time; ``verify``
 accepts the URL with and without the default port, as the twilio library does.
+
+``WebhookVerifier`` chooses the secret: Twilio signs with the account's auth token (primary, or
+the secondary during a rotation), or, when the request carries
+``X-Twilio-Webhooks-Signature-Settings: key=<id>,algorithm=<...>``, with that SharedKey's
+secret. Each secret has its own ``WebhookSigner``, so every one of them takes the fast path.
 """
 
 from __future__ import annotations
 
 import binascii
+import enum
 import functools
 import hashlib
 import hmac
-from collections.abc import Mapping, Sequence
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from schema.settings import Secret
+from schema.settings import Secret, Settings, shared_keys
+
+log = logging.getLogger("smsledger.ingest.signature")
 
 _ALGORITHMS = {"HMAC_SHA1": "sha1", "HMAC_SHA256": "sha256"}
 
@@ -32,6 +42,18 @@ def algorithm_of(settings_header: str | None) -> str:
         if sep and name.strip() == "algorithm" and value.strip():
             return value.strip().upper()
     return "HMAC_SHA1"
+
+
+def key_id_of(settings_header: str | None) -> str | None:
+    """The SharedKey id named by ``X-Twilio-Webhooks-Signature-Settings`` (``key=<id>``), or
+    None: then the webhook is signed with the auth token."""
+    if not settings_header:
+        return None
+    for part in settings_header.split(","):
+        name, sep, value = part.partition("=")
+        if sep and name.strip() == "key" and value.strip():
+            return value.strip()
+    return None
 
 
 @functools.lru_cache(maxsize=512)
@@ -108,3 +130,79 @@ class WebhookSigner:
             if hmac.compare_digest(self._digest(variant, canonical, digest), given):
                 return True
         return False
+
+
+class Matched(enum.StrEnum):
+    """Which secret a webhook's signature was made with (the metric's label)."""
+    AUTH_TOKEN = "auth_token"
+    AUTH_TOKEN_SECONDARY = "auth_token_secondary"
+    SHARED_KEY = "shared_key"
+
+
+class UnknownKey(Exception):
+    """The settings header names a SharedKey id that is not configured."""
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(key_id)
+        self.key_id = key_id
+
+
+SECONDARY_WARN_EVERY_S = 3600.0
+
+
+class WebhookVerifier:
+    """The secrets a webhook may be signed with, tried cheapest first.
+
+    Without a SharedKey header: the primary auth token (the usual case, one HMAC), then the
+    secondary while it is set. With ``key=<id>``: that key's secret only. The auth token is not
+    tried then: Twilio signed with the key, and trying more secrets than the one named only
+    widens what a forger may guess."""
+
+    def __init__(self, token: Secret, secondary: Secret | None = None,
+                 keys: dict[str, Secret] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._primary = WebhookSigner(token)
+        self._secondary = WebhookSigner(secondary) if secondary else None
+        self._keys = {key_id: WebhookSigner(secret) for key_id, secret in (keys or {}).items()}
+        self._clock = clock
+        self._secondary_warned_at: float | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WebhookVerifier:
+        keys = shared_keys(settings.webhook_shared_keys.reveal())
+        return cls(settings.twilio_auth_token, settings.twilio_auth_token_secondary,
+                   {key_id: Secret(secret) for key_id, secret in keys.items()})
+
+    def __repr__(self) -> str:
+        return (f"WebhookVerifier(secondary={self._secondary is not None}, "
+                f"shared_keys={sorted(self._keys)})")
+
+    def verify(self, url: str, params: Mapping[str, str | Sequence[str]], signature: str,
+               settings_header: str | None) -> Matched | None:
+        """Which secret signed the request, or None when none did. ``UnknownKey`` when the
+        header names a key id that is not configured."""
+        algorithm = algorithm_of(settings_header)
+        key_id = key_id_of(settings_header) if settings_header else None
+        if key_id is not None:
+            signer = self._keys.get(key_id)
+            if signer is None:
+                raise UnknownKey(key_id)
+            return Matched.SHARED_KEY if signer.verify(url, params, signature, algorithm) \
+                else None
+        if self._primary.verify(url, params, signature, algorithm):
+            return Matched.AUTH_TOKEN
+        if self._secondary is not None and self._secondary.verify(url, params, signature,
+                                                                   algorithm):
+            self._warn_secondary()
+            return Matched.AUTH_TOKEN_SECONDARY
+        return None
+
+    def _warn_secondary(self) -> None:
+        """Once an hour at most: the rotation is not finished while Twilio still signs with
+        the secondary token (promote it, or unset TWILIO_AUTH_TOKEN_SECONDARY)."""
+        now = self._clock()
+        last = self._secondary_warned_at
+        if last is None or now - last >= SECONDARY_WARN_EVERY_S:
+            self._secondary_warned_at = now
+            log.warning("a webhook was signed with TWILIO_AUTH_TOKEN_SECONDARY: the auth token "
+                        "rotation is still in progress (next reminder in an hour at most)")

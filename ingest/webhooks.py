@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -19,18 +21,41 @@ from twilio.twiml.messaging_response import MessagingResponse
 from ingest.append import GroupCommitAppender
 from ingest.forms import FORM_TYPE, BadRequest, load_json, parse_form
 from ingest.metrics import IngestMetrics
-from ingest.signature import WebhookSigner, algorithm_of
+from ingest.signature import UnknownKey, WebhookVerifier
 from schema import events
 from schema.events import Event, EventType, InvalidEvent, PayloadValue
 from schema.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", IngestMetrics)
-SIGNER = web.AppKey("signer", WebhookSigner)
+SIGNER = web.AppKey("signer", WebhookVerifier)
 APPENDER = web.AppKey("appender", GroupCommitAppender)
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
 SIGNATURE_SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
+
+log = logging.getLogger("smsledger.ingest.webhooks")
+
+
+def signature_ok(request: web.Request, url: str, params: Mapping[str, str | Sequence[str]],
+                 signature: str) -> bool:
+    """Whether one of the configured secrets signed the request (counted by which one); 403
+    when the SharedKey id it names is not configured (logged with the id, never a secret)."""
+    app = request.app
+    try:
+        matched = app[SIGNER].verify(url, params, signature,
+                                     request.headers.get(SIGNATURE_SETTINGS_HEADER))
+    except UnknownKey as exc:
+        key_id = exc.key_id[:64]  # a header: bounded and repr'd, so it cannot forge log lines
+        log.warning("webhook to %s names SharedKey id %r, which is not in "
+                    "SMSLEDGER_WEBHOOK_SHARED_KEYS (403)", request.path, key_id)
+        raise BadRequest(403, "signature_unknown_key",
+                         f"{SIGNATURE_SETTINGS_HEADER} names key {key_id!r}, which is not "
+                         "configured (SMSLEDGER_WEBHOOK_SHARED_KEYS)") from None
+    if matched is None:
+        return False
+    app[METRICS].signatures.labels(secret=matched).inc()
+    return True
 
 
 def public_url(settings: Settings, request: web.Request) -> str:
@@ -95,13 +120,12 @@ async def signed_form(request: web.Request) -> dict[str, PayloadValue]:
     body = body_here(request, FORM_TYPE, settings.max_body_bytes)
     if body is None:  # read_body, without a coroutine frame for the usual whole body
         body = await _read_rest(request, settings.max_body_bytes)
-    fields = parse_form(body)
+    fields = parse_form(body, settings.max_form_fields)
     headers = request.headers
     signature = headers.get(SIGNATURE_HEADER, "")
     if not signature:
         raise BadRequest(403, "signature_missing", f"missing {SIGNATURE_HEADER}")
-    algorithm = algorithm_of(headers.get(SIGNATURE_SETTINGS_HEADER))
-    if not app[SIGNER].verify(public_url(settings, request), fields, signature, algorithm):
+    if not signature_ok(request, public_url(settings, request), fields, signature):
         raise BadRequest(403, "signature_invalid",
                          f"{SIGNATURE_HEADER} does not match (is SMSLEDGER_PUBLIC_URL the URL "
                          "Twilio calls?)")
@@ -119,10 +143,9 @@ async def signed_json(request: web.Request) -> Any:
     if not declared:
         raise BadRequest(403, "signature_invalid", "a JSON webhook URL must carry bodySHA256")
     actual = hashlib.sha256(body).hexdigest()
-    algorithm = algorithm_of(request.headers.get(SIGNATURE_SETTINGS_HEADER))
     body_ok = hmac.compare_digest(actual.encode(), declared.lower().encode())
     url = public_url(settings, request)
-    if not request.app[SIGNER].verify(url, {}, signature, algorithm) or not body_ok:
+    if not body_ok or not signature_ok(request, url, {}, signature):
         raise BadRequest(403, "signature_invalid",
                          f"{SIGNATURE_HEADER} or bodySHA256 does not match")
     return load_json(body)

@@ -15,6 +15,7 @@ import enum
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
 import orjson
@@ -37,6 +38,7 @@ class EventType(enum.StrEnum):
     VERIFICATION_STARTED = "verification.started"
     VERIFICATION_CHECKED = "verification.checked"
     NUMBER_LOOKED_UP = "number.looked_up"
+    MESSAGE_PRICED = "message.priced"
 
 
 class Source(enum.StrEnum):
@@ -61,7 +63,8 @@ HELP_KEYWORDS = frozenset({"HELP", "INFO"})
 # A message's state is derived by status rank, never by arrival order: the rank lives with the
 # model that uses it (the status_key macro in schema/duckdb/model.sql).
 TERMINAL_STATUSES = frozenset(
-    {"delivered", "undelivered", "failed", "read", "canceled", "received"})
+    {"delivered", "undelivered", "failed", "read", "canceled", "received",
+     "partially_delivered"})
 
 
 class Event(NamedTuple):
@@ -270,14 +273,15 @@ def message_send_failed(*, request_id: str, to: str, from_: str | None,
 
 
 def message_refused(*, request_id: str, to: str, reason: str, detail: str, since: datetime,
-                    what: str) -> Event:
-    """smsledger refused to send (opted out, suppressed) before calling Twilio."""
+                    what: str, scope: str = "account") -> Event:
+    """smsledger refused to send (opted out, suppressed) before calling Twilio; ``scope`` is
+    the opt-out's (account, messaging_service:MG..., sender:+1...)."""
     now = utc_now()
     return Event(
         type=EventType.MESSAGE_REFUSED, idempotency_key=f"message.refused:{request_id}",
         source=Source.API, occurred_at=now, received_at=now,
         payload={"to": to, "reason": reason, "detail": detail, "since": since.isoformat(),
-                 "what": what},
+                 "what": what, "scope": scope},
         phone=to)
 
 
@@ -367,9 +371,14 @@ def cloud_event(event: Any, *, received_at: datetime | None = None) -> list[Even
         return []
     status = str(data.get("messageStatus") or ce_type[len(CLOUD_STATUS_PREFIX):]).lower()
     raw_code = "" if data.get("errorCode") in (None, "") else str(data.get("errorCode"))
-    return [message_status(sid=str(sid), status=status, raw_code=raw_code,
-                           phone=str(data.get("to") or "") or None, source=Source.EVENT_STREAM,
-                           occurred_at=when, received_at=now, payload=payload)]
+    found = [message_status(sid=str(sid), status=status, raw_code=raw_code,
+                            phone=str(data.get("to") or "") or None, source=Source.EVENT_STREAM,
+                            occurred_at=when, received_at=now, payload=payload)]
+    # Not documented as a field of the status events, but used when a payload carries it.
+    priced = message_priced_from(str(sid), data.get("price"),
+                                 data.get("priceUnit") or data.get("price_unit"),
+                                 source=Source.EVENT_STREAM, occurred_at=when)
+    return found if priced is None else [*found, priced]
 
 
 def _api_time(raw: Any) -> datetime | None:
@@ -420,4 +429,45 @@ def api_message(message: Mapping[str, Any], source: Source) -> list[Event]:
         evs.append(message_status(sid=sid, status=status, raw_code=raw_code,
                                   phone=message.get("to"), source=source, occurred_at=updated,
                                   received_at=now, payload=payload))
-    return evs
+    priced = message_priced_from(sid, message.get("price"), message.get("price_unit"),
+                                 source=source, occurred_at=updated)
+    return evs if priced is None else [*evs, priced]
+
+
+def price_amount(raw: Any) -> Decimal | None:
+    """Twilio's ``price`` (a string such as ``"-0.00790"``: negative, money out) as the amount
+    paid; None while Twilio has not filled it in (null, blank) or when it is unreadable."""
+    if raw is None or raw == "":
+        return None
+    try:
+        value = Decimal(str(raw).strip())
+    except InvalidOperation:
+        return None
+    return abs(value) if value.is_finite() else None
+
+
+def message_priced(*, sid: str, amount: Decimal, raw_price: str, price_unit: str,
+                   source: Source, occurred_at: datetime | None = None) -> Event:
+    """Twilio's final price of a message (it arrives up to 24 h after sending, with no webhook:
+    polled from the Messages API, or read from a Bulk Export line or an Event Streams payload).
+    Keyed by the SID and the amount: the same price seen twice is one fact; a price Twilio
+    revised is a new one, and the latest wins in the model."""
+    now = utc_now()
+    text = format(amount.normalize(), "f")
+    return Event(
+        type=EventType.MESSAGE_PRICED, idempotency_key=f"message.priced:{sid}:{text}",
+        source=source, occurred_at=occurred_at or now, received_at=now,
+        payload={"sid": sid, "price": raw_price, "price_unit": price_unit.upper(),
+                 "amount": text},
+        message_sid=sid)
+
+
+def message_priced_from(sid: str, price: Any, price_unit: Any, *, source: Source,
+                        occurred_at: datetime | None = None) -> Event | None:
+    """``message.priced`` when a resource or payload carries a price, else None."""
+    amount = price_amount(price)
+    if amount is None:
+        return None
+    return message_priced(sid=sid, amount=amount, raw_price=str(price),
+                          price_unit=str(price_unit or "USD"), source=source,
+                          occurred_at=occurred_at)

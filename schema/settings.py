@@ -1,7 +1,9 @@
 """One settings object per process, read once from the environment.
 
-The settings are declared once, as a table (``SETTINGS``), which feeds the parser, the CLI's
-``--help`` and the README (a test checks the README names every one). Values are typed and checked
+The settings are declared once, as a table (``SETTINGS``), which feeds the parser, the defaults
+of ``Settings``, the CLI's options and ``--help`` (``smsledger settings`` prints it whole) and the
+README (a test checks the README names every one). To add one: a ``Setting`` entry in the table
+and a typed attribute (no default) on ``Settings``. Values are typed and checked
 at start; an error names the variable. Secrets are wrapped so that they never show in a repr or a
 log line.
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -125,14 +127,77 @@ def _text(name: str, raw: str) -> str:
     return raw
 
 
+def _opt_out_scope(name: str, raw: str) -> str:
+    scope = raw.lower()
+    if scope not in ("account", "sender"):
+        raise SettingsError(f"{name} must be account or sender, not {raw!r}")
+    return scope
+
+
+def shared_keys(raw: str, name: str = "SMSLEDGER_WEBHOOK_SHARED_KEYS") -> dict[str, str]:
+    """``KSaaa=secret1,KSbbb=secret2`` as {key id: secret}. Errors name the variable and the
+    pair's place, never a secret (the value is a secret as a whole)."""
+    keys: dict[str, str] = {}
+    if not raw.strip():
+        return keys
+    for i, pair in enumerate(raw.split(","), start=1):
+        key_id, sep, secret = pair.strip().partition("=")
+        key_id, secret = key_id.strip(), secret.strip()
+        if not sep or not secret:
+            raise SettingsError(f"{name}: pair {i} is not `key id=secret` (comma-separated "
+                                "pairs such as KSaaa=secret1,KSbbb=secret2)")
+        if not key_id.isascii() or not key_id.replace("_", "").replace("-", "").isalnum():
+            raise SettingsError(f"{name}: pair {i}: the key id must be letters, digits, - or _ "
+                                "(a Twilio SharedKey SID such as KS...)")
+        if key_id in keys:
+            raise SettingsError(f"{name}: key id {key_id} is given twice")
+        keys[key_id] = secret
+    return keys
+
+
+def _shared_keys(name: str, raw: str) -> str:
+    shared_keys(raw, name)  # checked at start; kept as text, hidden as a Secret
+    return raw
+
+
+def _path(name: str, raw: str) -> Path:
+    return Path(raw)
+
+
+def _optional_path(name: str, raw: str) -> Path | None:
+    return Path(raw) if raw else None
+
+
+_METAVARS: dict[Callable[[str, str], Any], str] = {
+    _positive_int: "INTEGER", _off_or_positive_int: "INTEGER", _positive_float: "SECONDS",
+    _off_or_positive_float: "SECONDS", _http_url: "URL", _optional_http_url: "URL",
+    _database_url: "URL", _flag: "0|1", _log_level: "LEVEL", _path: "PATH", _optional_path: "PATH",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
+    """One setting, declared once: its ``Settings`` attribute, environment variable, default (as
+    the environment would spell it), meaning, parser (``parse(variable, raw)``, raising
+    SettingsError that names the variable) and whether it is a secret."""
+
     field: str
     env: str
     default: str
     help: str
     parse: Callable[[str, str], Any] = _text
     secret: bool = False
+
+    def value(self, raw: str) -> Any:
+        """The typed value of ``raw`` (from the environment, a flag or the default); a bad one
+        raises SettingsError naming the variable."""
+        parsed = self.parse(self.env, raw.strip())
+        return Secret(parsed) if self.secret else parsed
+
+    @property
+    def metavar(self) -> str:
+        """What the value looks like, for ``--help``."""
+        return _METAVARS.get(self.parse, "TEXT")
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -143,8 +208,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("twilio_auth_token", "TWILIO_AUTH_TOKEN", "",
             "Twilio auth token: signs and verifies webhooks, authenticates API calls.",
             secret=True),
+    Setting("twilio_auth_token_secondary", "TWILIO_AUTH_TOKEN_SECONDARY", "",
+            "Twilio's secondary auth token during a rotation: webhooks signed with it are "
+            "accepted too while it is set (a warning once an hour while it is in use).",
+            secret=True),
+    Setting("webhook_shared_keys", "SMSLEDGER_WEBHOOK_SHARED_KEYS", "",
+            "Twilio SharedKeys for webhook signatures: comma-separated `key id=secret` pairs "
+            "(several during a rotation). A webhook whose X-Twilio-Webhooks-Signature-Settings "
+            "names key=<id> is checked with that secret.", _shared_keys, secret=True),
     Setting("twilio_phone_number", "TWILIO_PHONE_NUMBER", "",
             "Default sender (E.164 number, short code or alphanumeric ID)."),
+    Setting("twilio_messaging_service_sid", "TWILIO_MESSAGING_SERVICE_SID", "",
+            "The Messaging Service (MG...) your sends go through, if any: `smsledger doctor` "
+            "checks that its inbound and status callback URLs point at this ingester."),
     Setting("twilio_verify_service_sid", "TWILIO_VERIFY_SERVICE_SID", "",
             "Twilio Verify service (VA...) for /v1/verify/start and /v1/verify/check."),
     Setting("twilio_api_url", "SMSLEDGER_TWILIO_API_URL", "",
@@ -162,9 +238,12 @@ SETTINGS: tuple[Setting, ...] = (
             "SMSLEDGER_PUBLIC_URL.", _flag),
     Setting("data_dir", "SMSLEDGER_DATA_DIR", ".smsledger",
             "Directory for the spool, the DuckDB files, reports and a private PostgreSQL cluster.",
-            lambda _n, raw: Path(raw)),
+            _path),
     Setting("max_body_bytes", "SMSLEDGER_MAX_BODY_BYTES", "65536",
             "Largest webhook body accepted; larger ones get 413.", _positive_int),
+    Setting("max_form_fields", "SMSLEDGER_MAX_FORM_FIELDS", "256",
+            "Most fields a webhook form may have (Twilio's largest, an MMS with 10 media, has "
+            "about 50); more get 400 before the signature is checked.", _positive_int),
     Setting("queue_size", "SMSLEDGER_QUEUE_SIZE", "20000",
             "Events waiting for the group commit; when full, requests get 503 at once.",
             _positive_int),
@@ -182,6 +261,11 @@ SETTINGS: tuple[Setting, ...] = (
             "TwiML reply to STOP and the other opt-out keywords (empty: none)."),
     Setting("opt_in_reply", "SMSLEDGER_OPT_IN_REPLY", "",
             "TwiML reply to START/YES/UNSTOP (empty: none)."),
+    Setting("opt_out_scope", "SMSLEDGER_OPT_OUT_SCOPE", "account",
+            "What a STOP refuses: `account` (every send to that person, from any sender: the "
+            "conservative default) or `sender` (as Twilio scopes it: sends through the "
+            "Messaging Service the STOP reached, or from the plain number it was sent to).",
+            _opt_out_scope),
     Setting("twilio_timeout_s", "SMSLEDGER_TWILIO_TIMEOUT_S", "10",
             "Seconds a Twilio API call may take before the request gets 502.", _positive_float),
     Setting("rollup_interval_s", "SMSLEDGER_ROLLUP_INTERVAL_S", "5",
@@ -203,7 +287,7 @@ SETTINGS: tuple[Setting, ...] = (
             _off_or_positive_int),
     Setting("hygiene_rules", "SMSLEDGER_HYGIENE_RULES", "",
             "A TOML file of list-hygiene rules replacing the shipped ones (see "
-            "analytics/hygiene_rules.toml).", lambda _n, raw: Path(raw) if raw else None),
+            "analytics/hygiene_rules.toml).", _optional_path),
     Setting("notify_url", "SMSLEDGER_NOTIFY_URL", "",
             "POST a JSON summary of each hygiene report here (empty: don't).",
             _optional_http_url),
@@ -213,6 +297,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("reconcile_after_s", "SMSLEDGER_RECONCILE_AFTER_S", "600",
             "A send with no terminal status this many seconds later is fetched from the "
             "Messages API.", _positive_float),
+    Setting("prices", "SMSLEDGER_PRICES", "",
+            "A TOML price table replacing the shipped one (see analytics/prices.toml): the "
+            "estimates until Twilio's final price arrives.", _optional_path),
+    Setting("price_fill_after_s", "SMSLEDGER_PRICE_FILL_AFTER_S", "86400",
+            "A send this many seconds old with no final price yet is fetched from the Messages "
+            "API for it (Twilio fills prices in up to 24 h late).", _positive_float),
+    Setting("price_fill_every_s", "SMSLEDGER_PRICE_FILL_EVERY_S", "300",
+            "Seconds between price fill-in rounds in `smsledger worker` (0: never).",
+            _off_or_positive_float),
+    Setting("price_fill_limit", "SMSLEDGER_PRICE_FILL_LIMIT", "500",
+            "Messages fetched for their price per round (0: off).", _off_or_positive_int),
+    Setting("fraud_guard", "SMSLEDGER_FRAUD_GUARD", "0",
+            "1: while a `pumping` alert is open for a number prefix, OTP sends and Verify "
+            "starts to it get 409 and nothing is sent; 0: alerts only.", _flag),
     Setting("show_numbers", "SMSLEDGER_SHOW_NUMBERS", "0",
             "1: the dashboard shows whole phone numbers; 0: only their last 4 digits.", _flag),
     Setting("log_level", "SMSLEDGER_LOG_LEVEL", "INFO",
@@ -220,38 +318,62 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, init=False, repr=False)
 class Settings:
-    database_url: str = ""
-    twilio_account_sid: str = ""
-    twilio_auth_token: Secret = dataclasses.field(default_factory=lambda: Secret(""))
-    twilio_phone_number: str = ""
-    twilio_verify_service_sid: str = ""
-    twilio_api_url: str = ""
-    api_key: Secret = dataclasses.field(default_factory=lambda: Secret(""))
-    public_url: str = "http://127.0.0.1:8080"
-    trust_forwarded: bool = False
-    data_dir: Path = Path(".smsledger")
-    max_body_bytes: int = 65536
-    queue_size: int = 20000
-    batch_max: int = 2000
-    db_pool_size: int = 4
-    db_timeout_s: float = 5.0
-    help_reply: str = ""
-    opt_out_reply: str = ""
-    opt_in_reply: str = ""
-    twilio_timeout_s: float = 10.0
-    rollup_interval_s: float = 5.0
-    hygiene_every_s: float = 3600.0
-    compact_every_s: float = 600.0
-    lake_keep_s: float = 3600.0
-    lookup_limit: int = 50
-    hygiene_rules: Path | None = None
-    notify_url: str = ""
-    reconcile_every_s: float = 300.0
-    reconcile_after_s: float = 600.0
-    show_numbers: bool = False
-    log_level: str = "INFO"
+    """The typed settings of one process. Each attribute's default, parser and meaning are in
+    ``SETTINGS`` (declared there only); this class gives each a type for mypy. A setting added to
+    the table needs its typed attribute here, without a default (checked at import)."""
+
+    database_url: str
+    twilio_account_sid: str
+    twilio_auth_token: Secret
+    twilio_phone_number: str
+    twilio_messaging_service_sid: str
+    twilio_verify_service_sid: str
+    twilio_api_url: str
+    api_key: Secret
+    public_url: str
+    trust_forwarded: bool
+    data_dir: Path
+    max_body_bytes: int
+    max_form_fields: int
+    queue_size: int
+    batch_max: int
+    db_pool_size: int
+    db_timeout_s: float
+    help_reply: str
+    opt_out_reply: str
+    opt_in_reply: str
+    twilio_timeout_s: float
+    rollup_interval_s: float
+    hygiene_every_s: float
+    compact_every_s: float
+    lake_keep_s: float
+    lookup_limit: int
+    hygiene_rules: Path | None
+    notify_url: str
+    reconcile_every_s: float
+    reconcile_after_s: float
+    prices: Path | None
+    price_fill_after_s: float
+    price_fill_every_s: float
+    price_fill_limit: int
+    fraud_guard: bool
+    show_numbers: bool
+    log_level: str
+    twilio_auth_token_secondary: Secret
+    webhook_shared_keys: Secret
+    opt_out_scope: str
+
+    def __init__(self, **values: Any) -> None:
+        """Every setting not given takes the table's default (parsed as from the environment)."""
+        unknown = sorted(values.keys() - _BY_FIELD.keys())
+        if unknown:
+            raise TypeError(f"Settings has no setting(s) {', '.join(unknown)}")
+        for setting in SETTINGS:
+            value = values[setting.field] if setting.field in values else setting.value(
+                setting.default)
+            object.__setattr__(self, setting.field, value)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -261,23 +383,16 @@ class Settings:
         environment.
         """
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for setting in SETTINGS:
-            if setting.field in overrides:
-                continue
-            raw = env.get(setting.env, setting.default).strip()
-            value = setting.parse(setting.env, raw)
-            values[setting.field] = Secret(value) if setting.secret else value
-        values.update(overrides)
-        return cls(**values)
+        values = {s.field: s.value(env.get(s.env, s.default)) for s in SETTINGS
+                  if s.field not in overrides}
+        return cls(**values, **overrides)
 
     def require(self, *fields: str) -> None:
         """Fail loudly, naming the variables, when a command needs settings that are unset."""
-        by_field = {s.field: s for s in SETTINGS}
-        missing = [by_field[f].env for f in fields if not getattr(self, f)]
+        missing = [_BY_FIELD[f].env for f in fields if not getattr(self, f)]
         if missing:
             raise SettingsError("missing setting(s): " + ", ".join(missing) +
-                                " (set them in the environment; see `smsledger --help`)")
+                                " (set them in the environment; see `smsledger settings`)")
 
     def __repr__(self) -> str:
         shown = []
@@ -289,10 +404,34 @@ class Settings:
         return "Settings(" + ", ".join(shown) + ")"
 
 
-def settings_help() -> str:
-    """The settings as a block of text for ``--help``: variable, default, meaning."""
-    lines = ["settings (environment variables):"]
-    for s in SETTINGS:
-        default = "" if s.secret else (f" [default: {s.default}]" if s.default else "")
-        lines.append(f"  {s.env}{default}\n      {s.help}")
+_BY_FIELD = {s.field: s for s in SETTINGS}
+
+
+def _check_declared_once() -> None:
+    """Each table entry has its typed attribute on Settings, and the default is in the table only
+    (a second default could drift from the first: one of them would be a lie)."""
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    untyped = [f for f in _BY_FIELD if f not in fields]
+    unlisted = [f for f in fields if f not in _BY_FIELD]
+    doubled = [f.name for f in fields.values() if f.default is not dataclasses.MISSING
+               or f.default_factory is not dataclasses.MISSING]
+    if untyped or unlisted or doubled:
+        raise TypeError(
+            "schema/settings.py: "
+            + (f"give these SETTINGS a typed attribute on Settings: {untyped}; " if untyped
+               else "")
+            + (f"declare these Settings attributes in SETTINGS: {unlisted}; " if unlisted else "")
+            + (f"remove these defaults from Settings, SETTINGS has them: {doubled}" if doubled
+               else ""))
+
+
+_check_declared_once()
+
+
+def settings_table(settings: Sequence[Setting] = SETTINGS) -> str:
+    """The settings as text: variable, default and meaning, one block each."""
+    lines = []
+    for s in settings:
+        default = " (secret)" if s.secret else (f" [default: {s.default}]" if s.default else "")
+        lines.append(f"{s.env}{default}\n    {s.help}")
     return "\n".join(lines)

@@ -77,15 +77,36 @@ class Block:
     reason: str          # "opted_out" or "suppressed"
     since: datetime
     detail: str          # the keyword or the suppression reason
+    scope: str = "account"   # "account", "messaging_service:MG...", "sender:+1..."
 
 
 async def send_block(conn: asyncpg.Connection, phone: str) -> Block | None:
-    """The reason ``phone`` may not be texted now, or None."""
+    """The reason ``phone`` may not be texted now, from any sender, or None."""
     for row in await conn.fetch(sql("contact_state"), phone):
-        if row["type"] == "contact.opted_out":
-            detail = json.loads(row["payload"]).get("keyword", "")
-            return Block("opted_out", row["received_at"], detail)
-        if row["type"] == "contact.suppressed":
-            detail = json.loads(row["payload"]).get("reason", "")
-            return Block("suppressed", row["received_at"], detail)
+        block = _block(row, "account")
+        if block is not None:
+            return block
+    return None
+
+
+async def scoped_send_block(conn: asyncpg.Connection, phone: str, *,
+                            messaging_service_sid: str | None,
+                            sender: str | None) -> Block | None:
+    """The reason ``phone`` may not be texted through this Messaging Service or from this
+    sender number (opt-outs scoped as Twilio scopes them), or None. Pass "" for what the send
+    does not use; None for either means "every scope" (a send whose sender is unknown)."""
+    rows = await conn.fetch(sql("contact_state_scoped"), phone, messaging_service_sid, sender)
+    blocks = [b for b in (_block(row, row["scope"]) for row in rows) if b is not None]
+    # Suppressions first (they are not undone by a START), then the oldest opt-out.
+    blocks.sort(key=lambda b: (b.reason != "suppressed", b.since))
+    return blocks[0] if blocks else None
+
+
+def _block(row: Any, scope: str) -> Block | None:
+    if row["type"] == "contact.opted_out":
+        detail = json.loads(row["payload"]).get("keyword", "")
+        return Block("opted_out", row["received_at"], detail, scope)
+    if row["type"] == "contact.suppressed":
+        detail = json.loads(row["payload"]).get("reason", "")
+        return Block("suppressed", row["received_at"], detail, "account")
     return None

@@ -66,7 +66,15 @@ class SimConfig:
     reorder_rate: float = 0.05       # final status sent before "sent"
     verify_service_sid: str = "VA" + "0" * 32
     history_days: int = 0            # Message resources already there from past days
+    price_delay_s: float = 60.0      # Twilio fills in `price` this long after the final status
     our_number: str = "+15005550006"
+    # What the simulated Console has configured (``smsledger doctor`` reads it back): our
+    # number's "A message comes in" URL and, for a Messaging Service, its inbound and status
+    # callback URLs. Empty: not configured.
+    number_sms_url: str = ""
+    messaging_service_sid: str = ""
+    service_inbound_url: str = ""
+    service_status_callback: str = ""
 
 
 @dataclasses.dataclass
@@ -86,6 +94,9 @@ class TwilioSim:
         self.numbers = world.make_numbers(config.seed, config.numbers)
         self.by_e164 = {n.e164: n for n in self.numbers}
         self.messages: dict[str, dict[str, Any]] = {}
+        # Twilio applies a STOP to the Messaging Service it reached, or to the plain number:
+        # (phone, MG... or our number). ``opted_out`` is the account-level opt-out setting.
+        self.scoped_opt_outs: set[tuple[str, str]] = set()
         self.opted_out: set[str] = set()
         self.verifications: dict[str, dict[str, Any]] = {}
         self.inbox: dict[str, list[str]] = {}
@@ -123,7 +134,9 @@ class TwilioSim:
                     "direction": "outbound-api", "error_code": outcome.error_code,
                     "error_message": None, "from": self.config.our_number,
                     "messaging_service_sid": None, "num_media": "0", "num_segments": "1",
-                    "price": "-0.00790", "price_unit": "USD", "sid": sid("SM"),
+                    "price": world.price(number.country, 1, False, status,
+                                         outcome.error_code),
+                    "price_unit": "USD", "sid": sid("SM"),
                     "status": status, "to": number.e164}))
         for _, message in sorted(history, key=lambda item: item[0]):
             message["uri"] = (f"/2010-04-01/Accounts/{self.config.account_sid}/Messages/"
@@ -161,12 +174,28 @@ class TwilioSim:
         if self._session is not None:
             await self._session.close()
 
-    async def drain(self, timeout_s: float = 30) -> None:
-        """Wait until every scheduled callback has been posted."""
+    @property
+    def pending(self) -> int:
+        """Callbacks scheduled or being posted."""
+        return len(self._timers) + len(self._tasks)
+
+    async def drain(self, timeout_s: float = 30) -> tuple[int, int]:
+        """Wait up to ``timeout_s`` for every scheduled callback to be posted; drop (cancel)
+        what is still pending then. Returns (callbacks waited for, callbacks dropped)."""
+        waited = self.pending
         deadline = asyncio.get_running_loop().time() + timeout_s
         # A poll, not an Event: timers and tasks come and go from many places.
-        while (self._timers or self._tasks) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+        while self.pending and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
+        dropped = self.pending
+        for timer in list(self._timers):
+            timer.cancel()
+        self._timers.clear()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return waited, dropped
 
     # -- signed posts, like Twilio -----------------------------------------------------------
     def signed_headers(self, url: str, params: dict[str, str]) -> dict[str, str]:
@@ -211,19 +240,25 @@ class TwilioSim:
             log.debug("status callback to %s failed (%s)", url, status)
 
     async def send_inbound(self, url: str, from_: str, to: str, body: str,
-                           sign_url: str | None = None) -> int:
-        """An SMS from ``from_`` to our number ``to``, posted to the inbound webhook."""
+                           sign_url: str | None = None,
+                           messaging_service_sid: str | None = None) -> int:
+        """An SMS from ``from_`` to our number ``to`` (in ``messaging_service_sid``'s sender
+        pool, if given), posted to the inbound webhook."""
         word = body.strip().upper()
+        scope = (from_, messaging_service_sid or to)
         if word in ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE",
                     "OPTOUT"):
-            self.opted_out.add(from_)
+            self.scoped_opt_outs.add(scope)
         elif word in ("START", "YES", "UNSTOP"):
+            self.scoped_opt_outs.discard(scope)
             self.opted_out.discard(from_)
         number = self.number(from_)
         params = {"MessageSid": sid("SM"), "AccountSid": self.config.account_sid,
                   "From": from_, "To": to, "Body": body, "NumMedia": "0",
                   "NumSegments": str(segments(body)), "SmsStatus": "received",
                   "ApiVersion": "2010-04-01", "FromCountry": number.country}
+        if messaging_service_sid:
+            params["MessagingServiceSid"] = messaging_service_sid
         params["SmsSid"] = params["SmsMessageSid"] = params["MessageSid"]
         status = await self.post_signed(url, params, sign_url)
         if 200 <= status < 300:
@@ -251,8 +286,9 @@ class TwilioSim:
         if not valid:
             return 400, {"code": 21211, "message": f"Invalid 'To' Phone Number: {to}"}
         number = self.number(to)
-        outcome = world.fate(self.rng, number, world.content_kind(body),
-                             to in self.opted_out)
+        opted_out = (to in self.opted_out or (to, service) in self.scoped_opt_outs
+                     or (to, from_) in self.scoped_opt_outs)
+        outcome = world.fate(self.rng, number, world.content_kind(body), opted_out)
         now = datetime.now(UTC)
         message: dict[str, Any] = {
             "account_sid": self.config.account_sid, "api_version": "2010-04-01", "body": body,
@@ -270,6 +306,8 @@ class TwilioSim:
             # Since April 2024 a create-time failure is stored as a Message resource too.
             message.update(status="failed", error_code=outcome.create_error)
             self.messages[message["sid"]] = message
+            asyncio.get_running_loop().call_later(
+                self.config.price_delay_s * self.config.time_scale, self._price, message)
             self.stats.create_errors += 1
             text = {21610: "Attempt to send to unsubscribed recipient",
                     21614: f"'To' number {to} is not a valid mobile number"}
@@ -324,7 +362,16 @@ class TwilioSim:
         if status == "sent":
             message["date_sent"] = rfc2822(now)
         else:
-            message.update(error_code=code, price="-0.00790")
+            message.update(error_code=code)
+            # Twilio fills the price in later (up to 24 h), and no webhook says so.
+            asyncio.get_running_loop().call_later(
+                self.config.price_delay_s * self.config.time_scale, self._price, message)
+
+    def _price(self, message: dict[str, Any]) -> None:
+        country = self.number(message["to"]).country
+        message["price"] = world.price(country, int(message["num_segments"] or 1),
+                                       message["sid"].startswith("MM"), message["status"],
+                                       message["error_code"])
 
     # -- Verify ------------------------------------------------------------------------------
     def start_verification(self, to: str, channel: str) -> dict[str, Any]:
@@ -483,6 +530,67 @@ async def verification_check(request: web.Request) -> web.Response:
     return web.json_response(result, status=201)
 
 
+def _account_json(sim: TwilioSim) -> dict[str, Any]:
+    sid_ = sim.config.account_sid
+    return {"sid": sid_, "owner_account_sid": sid_, "friendly_name": "Simulated account",
+            "status": "active", "type": "Full", "auth_token": None,
+            "date_created": rfc2822(datetime(2020, 1, 1, tzinfo=UTC)),
+            "date_updated": rfc2822(datetime(2020, 1, 1, tzinfo=UTC)),
+            "uri": f"/2010-04-01/Accounts/{sid_}.json", "subresource_uris": {}}
+
+
+async def account_fetch(request: web.Request) -> web.Response:
+    sim = request.app[SIM]
+    if request.match_info["account"] != sim.config.account_sid:
+        return twilio_error(404, 20404, "The requested resource was not found")
+    return web.json_response(_account_json(sim))
+
+
+async def incoming_numbers_list(request: web.Request) -> web.Response:
+    """Our own number(s), as the Console configured them; ``PhoneNumber`` filters."""
+    sim = request.app[SIM]
+    if request.match_info["account"] != sim.config.account_sid:
+        return twilio_error(404, 20404, "The requested resource was not found")
+    ours = sim.config.our_number
+    wanted = request.query.get("PhoneNumber")
+    rows = [] if wanted not in (None, ours) else [{
+        "sid": "PN" + hashlib.sha256(ours.encode()).hexdigest()[:32],
+        "account_sid": sim.config.account_sid, "phone_number": ours,
+        "friendly_name": ours, "sms_url": sim.config.number_sms_url or None,
+        "sms_method": "POST", "sms_fallback_url": None, "status_callback": None,
+        "capabilities": {"sms": True, "mms": True, "voice": True, "fax": False},
+        "status": "in-use", "api_version": "2010-04-01"}]
+    return web.json_response({
+        "incoming_phone_numbers": rows, "page": 0, "page_size": 50, "start": 0,
+        "end": max(0, len(rows) - 1), "first_page_uri": request.path_qs, "next_page_uri": None,
+        "previous_page_uri": None, "uri": request.path_qs})
+
+
+async def messaging_service_fetch(request: web.Request) -> web.Response:
+    sim = request.app[SIM]
+    service = request.match_info["service"]
+    if not sim.config.messaging_service_sid or service != sim.config.messaging_service_sid:
+        return twilio_error(404, 20404, "The requested resource was not found")
+    return web.json_response({
+        "sid": service, "account_sid": sim.config.account_sid,
+        "friendly_name": "Simulated service",
+        "inbound_request_url": sim.config.service_inbound_url or None,
+        "inbound_method": "POST", "use_inbound_webhook_on_number": False,
+        "status_callback": sim.config.service_status_callback or None,
+        "url": f"https://messaging.twilio.com/v1/Services/{service}", "links": {}})
+
+
+async def verify_service_fetch(request: web.Request) -> web.Response:
+    sim = request.app[SIM]
+    service = request.match_info["service"]
+    if service != sim.config.verify_service_sid:
+        return twilio_error(404, 20404, "The requested resource was not found")
+    return web.json_response({
+        "sid": service, "account_sid": sim.config.account_sid,
+        "friendly_name": "Simulated Verify", "code_length": 6,
+        "url": f"https://verify.twilio.com/v2/Services/{service}", "links": {}})
+
+
 async def inbox(request: web.Request) -> web.Response:
     """Not Twilio: what a phone received (Verify codes), for tests and the demo driver."""
     return web.json_response(request.app[SIM].inbox.get(request.match_info["number"], []))
@@ -503,6 +611,10 @@ def create_sim_app(sim: TwilioSim) -> web.Application:
 
     app.cleanup_ctx.append(lifecycle)
     prefix = "/2010-04-01/Accounts/{account}"
+    app.router.add_get(prefix + ".json", account_fetch)
+    app.router.add_get(prefix + "/IncomingPhoneNumbers.json", incoming_numbers_list)
+    app.router.add_get("/v1/Services/{service}", messaging_service_fetch)
+    app.router.add_get("/v2/Services/{service}", verify_service_fetch)
     app.router.add_post(prefix + "/Messages.json", messages_create)
     app.router.add_get(prefix + "/Messages.json", messages_list)
     app.router.add_get(prefix + "/Messages/{sid}.json", messages_fetch)

@@ -29,6 +29,34 @@ CARRIERS: dict[str, list[tuple[str, str, str, float]]] = {
 }
 COUNTRY_WEIGHTS = {"US": 0.45, "GB": 0.15, "DE": 0.1, "FR": 0.1, "IN": 0.1, "BR": 0.1}
 
+# What Twilio charges per outbound segment by destination country (USD), per MMS message where
+# MMS is offered, and the failed-message processing fee with the codes exempt from it. The
+# simulator's own figures (it knows nothing of smsledger's price table); the demo's estimates
+# come close to them and its final prices equal them.
+SMS_PRICE = {"US": "0.00790", "CA": "0.00790", "GB": "0.05240", "DE": "0.09940",
+             "FR": "0.08900", "IN": "0.08320", "BR": "0.06000"}
+MMS_PRICE = {"US": "0.02000", "CA": "0.02000"}
+FAILED_FEE = "0.00100"
+FEE_EXEMPT = frozenset({12400, 20500, 20504, 30103, 30500, 63010, 63012, 30036, 30002, 30454,
+                        63038, 90010, 30450, 21408, 30008})
+
+
+def price(country: str, segments: int, mms: bool, status: str, code: int | None) -> str:
+    """The Message resource's ``price`` once Twilio fills it in: negative (money out), a
+    string with five decimals, like Twilio's."""
+    from decimal import Decimal
+
+    if status == "failed":
+        amount = Decimal(0) if code in FEE_EXEMPT else Decimal(FAILED_FEE)
+    elif status == "canceled":
+        amount = Decimal(0)
+    elif mms and country in MMS_PRICE:
+        amount = Decimal(MMS_PRICE[country])
+    else:
+        amount = Decimal(SMS_PRICE.get(country, "0.15000")) * max(1, segments)
+    return f"-{amount:.5f}"
+
+
 # Profiles: how a number behaves. Weights sum to 1.
 PROFILES: dict[str, float] = {
     "good": 0.72, "flaky": 0.07, "dead": 0.03, "landline": 0.04, "blocked": 0.01,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import signal
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -13,7 +13,22 @@ from sim.traffic import Traffic, TrafficConfig
 from sim.twilio import SimConfig, TwilioSim, create_sim_app
 
 
-async def run_simulation(args: argparse.Namespace, settings: Settings) -> int:
+@dataclass(frozen=True)
+class SimulateOptions:
+    """`smsledger simulate`'s options (its --help explains each)."""
+
+    ingest_url: str
+    rate: float
+    duration: float
+    seed: int
+    twilio_port: int
+    numbers: int
+    time_scale: float
+    history_days: int
+    drain: float
+
+
+async def run_simulation(args: SimulateOptions, settings: Settings) -> int:
     sim = TwilioSim(SimConfig(
         account_sid=settings.twilio_account_sid,
         auth_token=settings.twilio_auth_token.reveal(), seed=args.seed, numbers=args.numbers,
@@ -24,8 +39,8 @@ async def run_simulation(args: argparse.Namespace, settings: Settings) -> int:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", args.twilio_port)
     await site.start()
-    public = args.public_url or (settings.public_url if settings.public_url !=
-                                 "http://127.0.0.1:8080" else args.ingest_url)
+    public = (settings.public_url if settings.public_url != "http://127.0.0.1:8080"
+              else args.ingest_url)
     print(f"simulated Twilio API on http://127.0.0.1:{args.twilio_port} "
           f"({len(sim.numbers)} numbers, seed {args.seed}); traffic at {args.rate}/s to "
           f"{args.ingest_url}" + (f" for {args.duration:g} s" if args.duration else ""),
@@ -40,13 +55,19 @@ async def run_simulation(args: argparse.Namespace, settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     run = asyncio.ensure_future(traffic.run())
     loop.add_signal_handler(signal.SIGTERM, run.cancel)
+    drained = ""
     try:
         await run
-        await sim.drain(timeout_s=60 * args.time_scale + 5)
+        # Callbacks of the last sends are still on their way (delivery takes seconds, with a
+        # slow tail): wait for them, but only --drain seconds, so that --duration S ends
+        # within S plus that bound.
+        waited, dropped = await sim.drain(timeout_s=args.drain)
+        drained = (f"; waited up to {args.drain:g} s for {waited} pending callback(s), "
+                   f"{dropped} dropped")
     except asyncio.CancelledError:
         pass
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
         await runner.cleanup()
-    print("simulator: " + traffic.summary(), flush=True)
+    print("simulator: " + traffic.summary() + drained, flush=True)
     return 0

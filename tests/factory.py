@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -58,6 +59,22 @@ def inbound(n: int, phone: str, body: str, when: datetime) -> list[Event]:
 async def append(db: asyncpg.Connection, evs: Sequence[Event]) -> None:
     async with db.transaction():
         await store.append(db, list(evs))
+    await settled(db)
+
+
+async def settled(db: asyncpg.Connection, timeout_s: float = 60) -> None:
+    """Wait until every committed event is below the gap-free reader's horizon
+    (``pg_snapshot_xmin``), so that a rollup right after sees all of them. The horizon is the
+    server's oldest running transaction in ANY database: on a server shared with other test
+    sessions (one creating a database from a template, say) it can trail our commit."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await db.fetchval(
+            "SELECT coalesce(max(tx_id) < pg_snapshot_xmin(pg_current_snapshot()), true) "
+            "FROM events"):
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("an older transaction on the server held the read horizon "
+                               f"for {timeout_s:.0f} s")
+        await asyncio.sleep(0.05)
 
 
 def lake_at(db_url: str, path: Path) -> Lake:

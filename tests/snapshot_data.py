@@ -12,6 +12,7 @@ import asyncpg
 from aiohttp.test_utils import TestClient, TestServer
 
 from analytics.hygiene import load_rules
+from analytics.pricefill import PriceFill
 from analytics.worker import WorkerConfig, run_worker
 from ingest.app import create_app
 from schema.settings import Secret, Settings
@@ -20,6 +21,7 @@ from sim.twilio import SimConfig, TwilioSim, create_sim_app
 from smsledger.devdb import free_port
 from tests.conftest import TEST_TOKEN
 from tests.factory import append, message
+from twilio_api.client import make_client
 
 ACCOUNT = "AC" + "3" * 32
 API_KEY = "dashboard-test-key-0123456789"
@@ -27,9 +29,28 @@ OUR = "+15005550006"
 UNREACHABLE = "+14155559901"
 
 
+async def fill_prices(sim: TwilioSim, settings: Settings) -> None:
+    """Twilio's final prices, as the worker fetches them (here at once, not after 24 h): the
+    simulator fills them in a moment after each message's final status."""
+    deadline = asyncio.get_running_loop().time() + 15
+    while any(m["price"] is None and m["status"] in ("delivered", "undelivered", "failed")
+              for m in sim.messages.values()):
+        if asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    client, http = make_client(settings)
+    pg = await asyncpg.connect(settings.database_url)
+    try:
+        await PriceFill(after=timedelta(0), limit=100_000).run(client, pg)
+    finally:
+        await pg.close()
+        await http.close()
+
+
 async def build(db_url: str, data_dir: Path, seconds: float = 3.0) -> None:
     sim = TwilioSim(SimConfig(account_sid=ACCOUNT, auth_token=TEST_TOKEN, seed=9, numbers=250,
-                              time_scale=0.02, verify_service_sid="VA" + "4" * 32))
+                              time_scale=0.02, verify_service_sid="VA" + "4" * 32,
+                              price_delay_s=10))
     async with TestServer(create_sim_app(sim)) as sim_server:
         port = free_port()
         settings = Settings(database_url=db_url, twilio_account_sid=ACCOUNT,
@@ -45,6 +66,7 @@ async def build(db_url: str, data_dir: Path, seconds: float = 3.0) -> None:
                 verify=True))
             await traffic.run()
             await sim.drain()
+        await fill_prices(sim, settings)
     # 30003 three times over three days, no delivery in between: "unreachable".
     start = datetime.now(UTC) - timedelta(days=4)
     db = await asyncpg.connect(db_url)

@@ -19,7 +19,7 @@ from analytics.worker import WorkerConfig, run_worker
 from schema.settings import Secret, Settings
 from sim.twilio import SimConfig, TwilioSim, create_sim_app
 from tests.conftest import TEST_TOKEN
-from tests.factory import T0, append, inbound, message, rollup
+from tests.factory import T0, append, inbound, message, rollup, settled
 from twilio_api.client import make_client
 
 US, GB = "+14155550123", "+447400123456"
@@ -91,6 +91,7 @@ async def test_worker_enriches_carriers_with_lookup(db_url: str, db: asyncpg.Con
                                     "FROM events WHERE type = 'number.looked_up' "
                                     "ORDER BY phone")
             assert [r["phone"] for r in looked] == sorted([US, GB])
+            await settled(db)
             await run_worker(config, client, stop=asyncio.Event())   # applies the answers
         finally:
             await http.close()

@@ -73,9 +73,9 @@ def test_errors_page_lists_every_code_with_its_class(app: AppTest, snapshot_dir:
     assert dict(zip(table["error_code"], table["messages"], strict=True)) == expected
     classes = dict(zip(table["error_code"], table["class"], strict=True))
     if 30005 in classes:
-        assert classes[30005] == "permanent"
+        assert classes[30005] == "Number: permanent (stop texting it)"
     if 30007 in classes:
-        assert classes[30007] == "sender_content"
+        assert classes[30007] == "Yours: content filtered"
 
 
 def test_carriers_page_flags_the_worst(app: AppTest, snapshot_dir: Path) -> None:
@@ -86,7 +86,8 @@ def test_carriers_page_flags_the_worst(app: AppTest, snapshot_dir: Path) -> None
     worst = by_carrier["delivery_rate"].min()
     assert by_carrier.iloc[0]["flag"] == "▼ worst"
     assert by_carrier.iloc[0]["delivery_rate"] == worst
-    assert set(app.dataframe[1].value["country"]) >= {"US", "GB"}
+    assert set(app.dataframe[1].value["country"]) >= {"United States (US)",
+                                                      "United Kingdom (GB)"}
 
 
 def test_otp_page_percentiles_and_verify(app: AppTest, snapshot_dir: Path) -> None:
@@ -116,9 +117,9 @@ def test_unreachable_page_masks_and_counts(app: AppTest, snapshot_dir: Path) -> 
     assert len(table) == sum(expected.values())
     assert all(p.startswith("•••") and len(p) == 7 for p in table["phone"])
     row = table[table["phone"] == "•••" + snapshot_data.UNREACHABLE[-4:]].iloc[0]
-    assert row["verdict"] == "unreachable" and row["error_codes"] == "30003x3"
+    assert row["verdict"] == "Unreachable" and row["error_codes"] == "30003x3"
     app.multiselect(key="verdicts").set_value(["unreachable"]).run()
-    assert list(app.dataframe[0].value["verdict"].unique()) == ["unreachable"]
+    assert list(app.dataframe[0].value["verdict"].unique()) == ["Unreachable"]
 
 
 def test_unmasked_when_configured(snapshot_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,7 +150,7 @@ def test_explorer_shows_a_whole_timeline(app: AppTest, snapshot_dir: Path) -> No
                                    "ORDER BY 2 DESC, 1 LIMIT 1")
     app.text_input(key="explore").input(sid).run()
     line = app.dataframe[0].value
-    assert len(line) == n and line["type"].iloc[0] in ("message.sent", "message.status")
+    assert len(line) == n and line["What"].iloc[0] in ("Sent to Twilio", "Status from Twilio")
     app.text_input(key="explore").input("SM" + "0" * 32).run()
     assert "No events" in app.warning[0].value
 
@@ -201,3 +202,20 @@ def test_unreachable_catalog_is_a_clear_message(tmp_path: Path,
     assert "catalog database (PostgreSQL) cannot be reached" in at.error[0].value
     assert "Traceback" not in at.error[0].value
     st.cache_resource.clear()
+
+
+def test_cost_page_shows_final_prices_apart_from_estimates(app: AppTest,
+                                                           snapshot_dir: Path) -> None:
+    goto(app, "cost")
+    [(final, priced, messages)] = sql(snapshot_dir, """
+        SELECT sum(p.price)::DOUBLE, count(p.message_sid), count(*)
+        FROM messages m LEFT JOIN prices p USING (message_sid)""")
+    assert priced > 50 and messages > priced      # some still estimated (queued, sent)
+    shown = metrics(app)
+    assert shown["Final (Twilio's price)"] == f"${final:,.4f}"
+    assert shown["Estimated"] != "$0.0000"
+    assert "a month" in app.info[0].value
+    assert len(app.get("vega_lite_chart")) == 1
+    by_country = app.dataframe[0].value
+    assert by_country["final_usd"].sum() == pytest.approx(final)
+    assert by_country["messages"].sum() == messages

@@ -156,3 +156,33 @@ async def test_cli_tells_a_refusal_from_an_unreachable_twilio(
     monkeypatch.setenv("SMSLEDGER_TWILIO_API_URL", "http://127.0.0.1:9")
     assert await asyncio.to_thread(main, ["reconcile"]) == 2
     assert "Twilio could not be reached" in capsys.readouterr().err
+
+
+async def test_cli_reconcile_waits_smsledger_reconcile_after_s(
+        twilio: Twilio, db_url: str, db: asyncpg.Connection,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`reconcile` without --after-minutes waits SMSLEDGER_RECONCILE_AFTER_S; the flag wins."""
+    import asyncio
+
+    from smsledger.cli import main
+    twilio.sim.messages.clear()
+    good = twilio.sim.numbers_with("good")
+    status, lost = twilio.sim.create_message({"To": good[0].e164, "From": "+15005550006",
+                                              "Body": "hi"}, [])
+    assert status == 201
+    await twilio.sim.drain()
+    async with db.transaction():
+        await store.append(db, [message_sent(
+            sid=lost["sid"], to=good[0].e164, from_="+15005550006",
+            messaging_service_sid=None, category="otp", tags=[], segments=1, media_count=0,
+            status="queued", requested_at=datetime.now(UTC) - timedelta(minutes=5),
+            source=Source.API)])
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", ACCOUNT)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", TEST_TOKEN)
+    monkeypatch.setenv("SMSLEDGER_TWILIO_API_URL", twilio.client.http_client._base)
+    monkeypatch.setenv("SMSLEDGER_RECONCILE_AFTER_S", "60")
+    assert await asyncio.to_thread(main, ["reconcile", "--after-minutes", "10"]) == 0
+    assert "reconcile: 0 unsettled messages checked" in capsys.readouterr().out
+    assert await asyncio.to_thread(main, ["reconcile"]) == 0
+    assert "reconcile: 1 unsettled messages checked" in capsys.readouterr().out

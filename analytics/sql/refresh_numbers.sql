@@ -10,9 +10,11 @@ WITH msgs AS (
 per AS (
     SELECT phone,
            count(*) AS sends,
-           count(*) FILTER (WHERE status IN ('delivered', 'read')) AS deliveries,
+           count(*) FILTER (WHERE status IN ('delivered', 'read', 'partially_delivered'))
+               AS deliveries,
            count(*) FILTER (WHERE status IN ('undelivered', 'failed')) AS failures,
-           max(t) FILTER (WHERE status IN ('delivered', 'read')) AS last_delivered_at,
+           max(t) FILTER (WHERE status IN ('delivered', 'read', 'partially_delivered'))
+               AS last_delivered_at,
            min(t) FILTER (WHERE status IN ('undelivered', 'failed')) AS first_failure_at,
            max(t) FILTER (WHERE status IN ('undelivered', 'failed')) AS last_failure_at,
            arg_max(error_code, t) FILTER (WHERE error_code IS NOT NULL) AS last_error

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard.common import cached, empty_state, page_context
+from dashboard import labels
+from dashboard.common import cached, empty_state, explore, page_context, selected_row
 
 path, filters = page_context()
 st.header("Carriers & countries")
@@ -30,9 +31,18 @@ def table(dim: str, title: str) -> None:
     worst = frame["delivery_rate"].min()
     frame.insert(0, "flag", ["▼ worst" if r == worst and pd.notna(r) else ""
                              for r in frame["delivery_rate"]])
-    st.dataframe(frame, hide_index=True, width="stretch",
-                 column_config={"flag": st.column_config.TextColumn(""), **CONFIG})
+    keys = frame[dim].tolist()
+    if dim == "country":
+        frame[dim] = frame[dim].map(labels.country)
+    event = st.dataframe(frame, hide_index=True, width="stretch", on_select="rerun",
+                         selection_mode="single-row", key=f"{dim}_table",
+                         column_config={"flag": st.column_config.TextColumn(""),
+                                        dim: dim.capitalize(), **CONFIG})
+    row = selected_row(event)
+    if row is not None:
+        explore(f"{dim}:{keys[row]}")
 
 
+st.caption("Worst delivery rate first. Click a row for its newest messages.")
 table("carrier", "By carrier")
 table("country", "By country")

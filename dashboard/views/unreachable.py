@@ -5,17 +5,23 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard.common import cached, mask_frame, page_context, settings
+from dashboard import labels
+from dashboard.common import cached, explore, mask_frame, page_context, selected_row, settings
 
 
 @st.cache_data(ttl=300, max_entries=20, show_spinner=False)
 def prepared(path: str, country: str | None, show: bool, verdicts: tuple[str, ...],
-             ) -> tuple[pd.DataFrame, bytes]:
-    """The masked table and its CSV, once per snapshot and choice (masking and CSV-writing
-    tens of thousands of rows on every rerun was most of this page's time)."""
+             ) -> tuple[pd.DataFrame, pd.Series, bytes]:
+    """The masked table, the numbers behind its rows, and its CSV, once per snapshot and
+    choice (masking and CSV-writing tens of thousands of rows on every rerun was most of this
+    page's time)."""
     frame = cached(path, "flagged_numbers", list(verdicts), country)
+    phones = frame["phone"]
     frame = mask_frame(frame)
-    return frame, frame.to_csv(index=False).encode()
+    csv = frame.to_csv(index=False).encode()
+    frame["verdict"] = frame["verdict"].map(lambda v: labels.label(labels.VERDICTS, v))
+    frame["country"] = frame["country"].map(labels.country)
+    return frame, phones, csv
 
 SHOWN_ROWS = 5000
 
@@ -33,13 +39,17 @@ picked = st.multiselect("Verdict", verdicts, default=verdicts, key="verdicts")
 counts = all_flagged["verdict"].value_counts()
 cols = st.columns(len(verdicts))
 for col, verdict in zip(cols, verdicts, strict=True):
-    col.metric(verdict.replace("_", " ").capitalize(), int(counts.get(verdict, 0)))
-shown, csv_bytes = prepared(path, filters.country, settings().show_numbers, tuple(picked))
+    col.metric(labels.label(labels.VERDICTS, verdict), int(counts.get(verdict, 0)))
+shown, phones, csv_bytes = prepared(path, filters.country, settings().show_numbers,
+                                    tuple(picked))
 if len(shown) > SHOWN_ROWS:
     st.caption(f"Showing the first {SHOWN_ROWS:,} of {len(shown):,} (removals first, newest "
                "failures first); the CSV download has them all.")
-st.dataframe(shown.head(SHOWN_ROWS), hide_index=True, width="stretch", column_config={
-    "phone": "Number", "verdict": "Verdict", "reason": "Reason", "error_codes": "Codes",
+st.caption("Click a row for the number's whole history.")
+event = st.dataframe(shown.head(SHOWN_ROWS), hide_index=True, width="stretch",
+                     on_select="rerun", selection_mode="single-row", key="unreachable_table",
+                     column_config={
+    "phone": "Number", "verdict": "Verdict", "error_codes": "Codes",
     "sends": "Sends", "deliveries": "Delivered", "failures": "Failed",
     "consecutive_failures": "Failed in a row", "country": "Country", "carrier": "Carrier",
     "line_type": "Line type",
@@ -49,7 +59,11 @@ st.dataframe(shown.head(SHOWN_ROWS), hide_index=True, width="stretch", column_co
                                                        format="YYYY-MM-DD HH:mm"),
     "last_delivered_at": st.column_config.DatetimeColumn("Last delivered",
                                                          format="YYYY-MM-DD HH:mm"),
-    "action": "Recommended action"})
+    "action": st.column_config.TextColumn("Recommended action", width="large"),
+    "reason": st.column_config.TextColumn("Reason", width="large")})
+row = selected_row(event)
+if row is not None:
+    explore(str(phones.iloc[row]))
 st.download_button("Download hygiene CSV", csv_bytes,
                    file_name="hygiene.csv", mime="text/csv")
 if not settings().show_numbers:

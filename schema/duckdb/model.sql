@@ -72,6 +72,16 @@ CREATE TABLE IF NOT EXISTS messages (
     updated_at             TIMESTAMPTZ
 );
 
+-- Twilio's final price per message (message.priced; the latest wins), apart from the
+-- estimate analytics/cost.py makes from the price table until it arrives.
+CREATE TABLE IF NOT EXISTS prices (
+    message_sid  VARCHAR NOT NULL,          -- unique by construction (apply_prices.sql)
+    price        DECIMAL(18, 6) NOT NULL,   -- money paid, positive
+    price_unit   VARCHAR,
+    priced_at    TIMESTAMPTZ,
+    position     BIGINT NOT NULL
+);
+
 -- Per number, what Python knows from the number itself (country, the phonenumbers carrier
 -- hint) and what Lookup v2 said, if it was asked.
 CREATE TABLE IF NOT EXISTS number_info (
@@ -133,8 +143,9 @@ CREATE OR REPLACE VIEW daily AS
     SELECT date_trunc('day', coalesce(sent_at, first_seen_at)) AS day,
            category, country, carrier, coalesce(from_number, messaging_service_sid) AS sender,
            count(*) AS messages,
-           count(*) FILTER (WHERE status IN ('delivered', 'read')) AS delivered,
+           count(*) FILTER (WHERE status IN ('delivered', 'read', 'partially_delivered'))
+               AS delivered,
            count(*) FILTER (WHERE status IN ('undelivered', 'failed')) AS failed,
-           sum(segments) AS segments
+           sum(segments) FILTER (WHERE status IS DISTINCT FROM 'canceled') AS segments
     FROM message_facts
     GROUP BY ALL;

@@ -16,7 +16,10 @@ SELECT position, tx_id::text::numeric(20, 0) AS tx_id, type, source, message_sid
                 THEN payload->>'reason'
             WHEN type = 'number.looked_up' THEN payload->>'carrier_name'
             WHEN type = 'verification.started' OR type = 'verification.checked'
-                THEN payload->>'verification_sid' END AS detail,
+                THEN payload->>'verification_sid'
+            -- "0.0079 USD": Twilio's final price, split again by analytics/sql/apply_prices.sql
+            WHEN type = 'message.priced'
+                THEN (payload->>'amount') || ' ' || (payload->>'price_unit') END AS detail,
        CASE WHEN type = 'number.looked_up' THEN payload->>'line_type' END AS line_type
 FROM events
 WHERE (tx_id, position) > ($1::text::xid8, $2::bigint)
