@@ -532,9 +532,7 @@ def query(settings: Settings, sql: str, fmt: str) -> None:
     refused (exit 2), never executed."""
     from smsledger.query_cmd import run_query
 
-    code = run_query(sql, fmt, settings)
-    if code:
-        raise click.exceptions.Exit(code)
+    run_query(sql, fmt, settings)
 
 
 @cli.command()

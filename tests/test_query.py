@@ -88,7 +88,7 @@ def test_query_refuses_and_never_executes(kind: str, model: Path,
     con.close()
     assert main(["query", REFUSED[kind]]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("smsledger query: error:")
+    assert err.startswith("Error:")
     assert any(why in err for why in ("not allowed", "one statement", "looks like a file")), err
     assert "Traceback" not in err
     con = open_snapshot(model)
