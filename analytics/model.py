@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 from datetime import UTC, datetime
 from importlib import resources
 
@@ -21,7 +22,7 @@ def ddl() -> str:
 
 
 def macros() -> str:
-    return resources.files("schema").joinpath("duckdb", "macros.sql").read_text(encoding="utf-8")
+    return resources.files("schema").joinpath("duckdb", "writer_macros.sql").read_text("utf-8")
 
 
 def error_catalogue() -> list[tuple[int, str, str, str]]:
@@ -34,6 +35,9 @@ def open_model(lake: Lake) -> duckdb.DuckDBPyConnection:
     """The writer's connection (one process at a time: the worker's advisory lock), with the
     model in place. Opening an up-to-date model writes nothing: every open would otherwise be
     a new catalog snapshot."""
+    # DuckDB takes no file mode: the Parquet files (phone numbers) and the folders it makes
+    # get the process umask, so the writer's process makes everything private.
+    os.umask(0o077)
     lakes.make_private_dir(lake.data_path.parent)
     lakes.make_private_dir(lake.data_path)
     # Bounded memory whatever the backlog: DuckDB spills to disk past this.

@@ -28,23 +28,21 @@ import asyncpg
 from twilio.base.exceptions import TwilioRestException
 
 from schema import store
-from schema.events import TERMINAL_STATUSES, Event, InvalidEvent, Source, api_message
+from schema.events import TERMINAL_STATUSES, Event, InvalidEvent, Source
+from schema.named_sql import named
+from schema.private_files import private_dir, write_private
+from schema.sources.messages_api import api_message, consent_from_resource
 
 log = logging.getLogger("smsledger.analytics.reconcile")
 
-FIELDS = ("sid", "status", "error_code", "num_segments", "num_media", "direction",
+FIELDS = ("sid", "body", "status", "error_code", "num_segments", "num_media", "direction",
           "messaging_service_sid", "date_created", "date_sent", "date_updated", "to", "price",
           "price_unit", "account_sid")
 
-UNSETTLED = """
-SELECT s.message_sid FROM events AS s
-WHERE s.type = 'message.sent' AND s.occurred_at >= $1 AND s.occurred_at < $2
-  AND NOT EXISTS (SELECT 1 FROM events AS t
-                  WHERE t.message_sid = s.message_sid AND t.type = 'message.status'
-                    AND t.status = ANY($3::text[]))
-ORDER BY s.occurred_at
-LIMIT $4
-"""
+
+
+def _sql(name: str) -> str:
+    return named("analytics", "sql/reconcile.sql")[name]
 
 
 def resource(instance: Any) -> dict[str, Any]:
@@ -68,7 +66,7 @@ async def reconcile(client: Any, pg: asyncpg.Connection, *, after: timedelta,
     now = datetime.now(UTC)
     result = ReconcileResult()
     sids = [r["message_sid"] for r in await pg.fetch(
-        UNSETTLED, now - max_age, now - after, sorted(TERMINAL_STATUSES), limit)]
+        _sql("unsettled"), now - max_age, now - after, sorted(TERMINAL_STATUSES), limit)]
     events: list[Event] = []
     for sid in sids:
         try:
@@ -97,14 +95,35 @@ async def reconcile(client: Any, pg: asyncpg.Connection, *, after: timedelta,
                 break
             page = await page.next_page_async()
         known = {r["message_sid"] for r in await pg.fetch(
-            "SELECT DISTINCT message_sid FROM events WHERE message_sid = ANY($1::text[])",
-            [m["sid"] for m in recent])}
+            _sql("known_messages"), [m["sid"] for m in recent])}
         for item in recent:
             if item["sid"] not in known:
                 result.unknown_found += 1
                 events.extend(api_message(item, Source.RECONCILE))
+        events.extend(await consent_changes(pg, recent))
     result.events = len(await store.append(pg, events))
     return result
+
+
+async def consent_changes(pg: asyncpg.Connection, recent: list[dict[str, Any]]) -> list[Event]:
+    """STOPs and STARTs among Twilio's recent inbound messages that are newer than their
+    number's consent state, oldest first. The ingester applies an opt-in only once Twilio
+    confirms its message; when Twilio was unreachable then, the opt-in is applied here (and a
+    STOP whose webhook never came, too). Keys are the webhook's: one applied already is a
+    no-op."""
+    changes = [c for c in (consent_from_resource(m, Source.RECONCILE) for m in recent) if c]
+    changes.sort(key=lambda c: c.occurred_at)
+    since: dict[str, datetime | None] = {}
+    kept = []
+    for change in changes:
+        phone = str(change.phone)
+        if phone not in since:
+            since[phone] = await store.consent_since(pg, phone)
+        latest = since[phone]
+        if latest is None or change.occurred_at >= latest:
+            kept.append(change)
+            since[phone] = change.occurred_at
+    return kept
 
 
 @dataclasses.dataclass
@@ -129,9 +148,9 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def _save_checkpoint(path: Path, next_page_url: str | None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"next_page_url": next_page_url}))
+    write_private(tmp, json.dumps({"next_page_url": next_page_url}).encode())
     tmp.replace(path)
 
 

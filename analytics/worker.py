@@ -29,6 +29,7 @@ from twilio.base.exceptions import TwilioException
 
 from analytics import enrich
 from analytics import lake as lakes
+from analytics.alerting import Alerting, AlertsConfig
 from analytics.compact import compact
 from analytics.hygiene import HygieneRules
 from analytics.lake import CatalogUnreachable
@@ -38,6 +39,8 @@ from analytics.reader import prepare
 from analytics.reconcile import reconcile
 from analytics.report import hygiene_report
 from analytics.rollup import Rollup, RollupResult
+from schema import roles
+from schema.private_files import private_dir
 from twilio_api.client import UNREACHABLE
 
 log = logging.getLogger("smsledger.analytics.worker")
@@ -62,6 +65,7 @@ class WorkerConfig:
     price_fill_limit: int = 500
     once: bool = False
     crash_after_batches: int = 0
+    alerts: AlertsConfig | None = None   # None: no alert rules evaluated
     compact_every_s: float = 600.0       # 0: never
     lake_keep_s: float = 3600.0
     compact_now: bool = False            # compact after the first round (rollup --compact)
@@ -119,16 +123,17 @@ async def _session(config: WorkerConfig, twilio_client: Any, stop: asyncio.Event
                    total: RollupResult) -> bool:
     """One connection's worth of work: lead, then roll up round after round. True when
     `rollup --rebuild` switched readers to a new lake (the caller starts over on it)."""
-    pg = await asyncpg.connect(config.database_url)
+    pg = await roles.connect_as(config.database_url, roles.WORKER_ROLE)
     try:
         await prepare(pg)
         if not await acquire_leadership(pg, stop):
             return False
-        lakes.make_private_dir(config.data_dir)
+        private_dir(config.data_dir)
         lake = lakes.writer_lake(config.data_dir, config.database_url)
         duck = await asyncio.to_thread(open_model, lake)
         if not lakes.pointer_path(config.data_dir).exists():
             lakes.write_pointer(config.data_dir, lake)   # readers may open it from now on
+        alerting = await Alerting(config.alerts).start() if config.alerts is not None else None
         try:
             rollup = Rollup(duck, config.rules, batch_size=config.batch_size,
                             crash_after_batches=config.crash_after_batches)
@@ -149,6 +154,8 @@ async def _session(config: WorkerConfig, twilio_client: Any, stop: asyncio.Event
                 total.batches += result.batches
                 if result.events:
                     log.info("applied %d events in %.2f s", result.events, result.seconds)
+                if alerting is not None and not stop.is_set():
+                    await alerting.after_rollup(duck, pg)
                 if config.lookup_limit and twilio_client is not None and not stop.is_set():
                     phones = enrich.numbers_to_look_up(duck, config.lookup_limit, asked)
                     if phones:
@@ -199,6 +206,8 @@ async def _session(config: WorkerConfig, twilio_client: Any, stop: asyncio.Event
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), config.interval_s)
         finally:
+            if alerting is not None:
+                await alerting.close()
             duck.close()
     finally:
         await pg.close()   # closing the session releases the leader lock

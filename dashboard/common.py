@@ -159,6 +159,11 @@ def explore(key: str) -> None:
     """Open the Message explorer on ``key`` (a SID, a number, ``error:30003``, ...). The key
     travels in its own session entry: the explorer's text box is a widget of another page,
     whose state Streamlit drops while that page is not shown."""
+    if key.startswith("+") and not settings().show_numbers:
+        # The text box shows what a person may see: the masked number. The whole one rides
+        # along out of sight, for the explorer to use while the box still shows its mask.
+        st.session_state["explore_pinned"] = key
+        key = mask(key)
     st.session_state["explore_request"] = key
     st.switch_page(EXPLORER)
 

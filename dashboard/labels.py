@@ -49,6 +49,12 @@ ERROR_CLASSES = {
     "fraud_signal": "Fraud protection", "permanent_mms": "MMS not supported",
 }
 
+REFUSALS = {
+    "opted_out": "Opted out (STOP)", "suppressed": "Suppressed by list hygiene",
+    "fraud_guard": "Fraud guard (SMS pumping alert open)", "21610": "21610 recipient opted out",
+    "21211": "21211 invalid number", "21614": "21614 not a mobile number",
+}
+
 CONTACT_KINDS = {
     "opted_out": "Opted out", "opted_in": "Opted back in", "help_requested": "Asked for help",
 }
@@ -63,10 +69,10 @@ def label(table: dict[str, str], value: Any) -> str:
 
 
 def percent(value: Any) -> str:
-    """One percentage format everywhere: 97.3 %; a dash when there is nothing to divide."""
+    """One percentage format everywhere: 97.3%; a dash when there is nothing to divide."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    return f"{100 * float(value):.1f} %"
+    return f"{float(value):.1%}"
 
 
 def duration(seconds: Any) -> str:
@@ -92,3 +98,13 @@ def country(code: Any) -> str:
         number = None
     name = geocoder.country_name_for_number(number, "en") if number is not None else ""
     return f"{name} ({text})" if name else text
+
+
+def wilson(successes: float, n: float, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a rate: where ``successes`` out of ``n`` puts it."""
+    if n <= 0:
+        return (math.nan, math.nan)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))

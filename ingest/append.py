@@ -146,6 +146,11 @@ class GroupCommitAppender:
         return False
 
     @property
+    def idle_flushers(self) -> int:
+        """Flushers waiting for work."""
+        return self._idle_flushers
+
+    @property
     def queued(self) -> int:
         """Requests waiting for a flusher."""
         return len(self._waiting)

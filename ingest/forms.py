@@ -4,6 +4,7 @@ with a 4xx before it reaches the event store."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, NoReturn
 from urllib.parse import unquote_plus
 
@@ -17,13 +18,15 @@ MAX_FORM_FIELDS = 256
 
 
 class BadRequest(ValueError):
-    """A request we refuse; ``status`` is the HTTP code, ``reason`` a short metric label."""
+    """A request we refuse; ``status`` is the HTTP code, ``reason`` a short metric label;
+    ``close``: the connection is closed after the answer (its body was not read to the end)."""
 
     def __init__(self, status: int, reason: str, message: str,
-                 extra: dict[str, object] | None = None) -> None:
+                 extra: dict[str, object] | None = None, close: bool = False) -> None:
         super().__init__(message)
         self.status, self.reason, self.message = status, reason, message
         self.extra = extra or {}
+        self.close = close
 
 
 _REMEMBERED_LEN = 64     # phone numbers, SIDs, statuses; never a message body
@@ -129,12 +132,76 @@ def _with_repeats(parts: list[str]) -> dict[str, PayloadValue]:
             for name, values in grouped.items()}
 
 
+# Twilio's shapes (its security documentation). Twilio signs ``URL + name1 + value1 + name2 +
+# value2 ...`` with no separators, so a signed form can be replayed with a name/value boundary
+# moved (``MessageSid`` = ``<sid>NumMedia0``, ``NumMedia`` gone) and the signature still holds:
+# only strict shapes keep such a form from being stored under a new content key.
+_SID = re.compile(r"(?:SM|MM)[0-9a-f]{32}").fullmatch
+_ACCOUNT = re.compile(r"AC[0-9a-f]{32}").fullmatch
+_STATUS = re.compile(r"[a-z][a-z_]{0,31}").fullmatch
+_ERROR_CODE = re.compile(r"[0-9]{1,9}").fullmatch
+_API_VERSION = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}").fullmatch
+# E.164 (WhatsApp's prefixed too), a short code, or an alphanumeric sender ID (1-11 letters,
+# digits and spaces, at least one letter).
+_PHONE = re.compile(r"(?:whatsapp:)?\+[1-9][0-9]{1,14}|[0-9]{3,8}"
+                    r"|(?=[0-9 ]*[A-Za-z])[A-Za-z0-9 ]{1,11}").fullmatch
+_SHAPES = (("AccountSid", _ACCOUNT, "an account SID (AC + 32 hex digits)"),
+           ("MessageStatus", _STATUS, "a lower-case status"),
+           ("SmsStatus", _STATUS, "a lower-case status"),
+           ("ErrorCode", _ERROR_CODE, "a number"),
+           ("ApiVersion", _API_VERSION, "a date"),
+           ("From", _PHONE, "an E.164 number, short code or alphanumeric sender"),
+           ("To", _PHONE, "an E.164 number, short code or alphanumeric sender"))
+_SID_NAMES = ("MessageSid", "SmsSid", "SmsMessageSid")
+_REQUIRED = ("AccountSid", "From", "To")
+
+
+def _malformed(name: str, what: str) -> NoReturn:
+    raise BadRequest(400, "malformed_field", f"{name} must be {what}")
+
+
+def check_twilio_shapes(form: dict[str, PayloadValue], account_sid: str = "") -> None:
+    """400 unless the fields Twilio always sends have Twilio's shapes: the message SIDs
+    (``MessageSid``, ``SmsSid``, ``SmsMessageSid``: SM/MM + 32 hex digits, all the same),
+    ``AccountSid`` (and ``account_sid``'s, when configured), statuses, ``ErrorCode``,
+    ``ApiVersion``, ``From`` and ``To``; each given once. ``AccountSid``, ``From`` and ``To``
+    must be present (Twilio always sends them); which SID and status are required is the event
+    builder's business."""
+    sid = None
+    for name in _SID_NAMES:
+        value = form.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not _SID(value):
+            _malformed(name, "a message SID (SM or MM + 32 lower-case hex digits)")
+        if sid is None:
+            sid = value
+        elif value != sid:
+            raise BadRequest(400, "malformed_field", f"{name} differs from MessageSid")
+    for name, shape, what in _SHAPES:
+        value = form.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not shape(value):
+            _malformed(name, what)
+    for name in _REQUIRED:
+        if name not in form:
+            raise BadRequest(400, "missing_field", f"missing required field {name}")
+    if account_sid and form["AccountSid"] != account_sid:
+        raise BadRequest(400, "wrong_account",
+                         "AccountSid is not this ingester's account (TWILIO_ACCOUNT_SID)")
+
+
+MAX_JSON_DEPTH = 64   # orjson, which writes payloads, stops at 255 levels; Twilio's use 3
+
+
 def check_storable(value: object, where: str = "body") -> None:
     """400 unless every string in a parsed JSON value can be stored: PostgreSQL's jsonb holds
-    no NUL character, and a lone surrogate (``"\\ud800"``) is not UTF-8 at all."""
-    stack = [value]
+    no NUL character, and a lone surrogate (``"\\ud800"``) is not UTF-8 at all; and unless it
+    nests at most ``MAX_JSON_DEPTH`` levels."""
+    stack: list[tuple[object, int]] = [(value, 0)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
         if isinstance(item, str):
             if "\x00" in item:
                 raise BadRequest(400, "unstorable_text",
@@ -144,11 +211,12 @@ def check_storable(value: object, where: str = "body") -> None:
             except UnicodeEncodeError:
                 raise BadRequest(400, "unstorable_text", f"the {where} holds a lone surrogate "
                                  "(not Unicode text), which cannot be stored") from None
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+        elif isinstance(item, (dict, list)):
+            if depth >= MAX_JSON_DEPTH:
+                raise BadRequest(400, "too_deep",
+                                 f"the {where} nests more than {MAX_JSON_DEPTH} levels")
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
 
 
 def _not_json(name: str) -> NoReturn:
@@ -165,5 +233,8 @@ def load_json(body: bytes) -> Any:
         data = json.loads(body.decode("utf-8"), parse_constant=_not_json)
     except (UnicodeDecodeError, ValueError):
         raise BadRequest(400, "invalid_json", "the body is not valid JSON") from None
+    except RecursionError:   # thousands of nested brackets: deeper than Python's parser goes
+        raise BadRequest(400, "too_deep",
+                         f"the body nests more than {MAX_JSON_DEPTH} levels") from None
     check_storable(data)
     return data

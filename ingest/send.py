@@ -21,12 +21,13 @@ from aiohttp import web
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
+from ingest import fraud
 from ingest.append import OUTAGE_ERRORS, StoreUnavailable
 from ingest.forms import BadRequest, load_json
 from ingest.ops import POOL
 from ingest.webhooks import API_MAX_BODY_BYTES, APPENDER, SETTINGS, read_body
 from schema import events, store
-from schema.events import CATEGORIES, Event, EventType, Source
+from schema.events import CATEGORIES, Event, EventType, InvalidEvent, Source, utc_bounded
 from twilio_api.client import UNREACHABLE
 
 log = logging.getLogger("smsledger.ingest.send")
@@ -37,14 +38,25 @@ MAX_BODY_CHARS = 1600
 MAX_BATCH = 1000
 
 
+def utc_time(value: datetime, name: str) -> datetime:
+    """``value`` in UTC; 400 when it is out of what can be stored (9999-12-31T23:59:59-14:00 is
+    past the year 9999 in UTC)."""
+    try:
+        return utc_bounded(value)
+    except InvalidEvent as exc:
+        raise BadRequest(400, "invalid_field", f"{name}: {exc}") from None
+
+
 def require_api_key(request: web.Request) -> None:
     key = request.app[SETTINGS].api_key.reveal()
     given = request.headers.get("Authorization", "")
     if not key:
         raise BadRequest(401, "api_key", "the /v1 API is off: SMSLEDGER_API_KEY is not set")
     scheme, _, token = given.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
-                                                             key.encode()):
+    # A header holding a byte outside ASCII (0xFF arrives as a lone surrogate) is no key of ours;
+    # it must not reach encode().
+    if (scheme.lower() != "bearer" or not token.isascii()
+            or not hmac.compare_digest(token.strip().encode(), key.encode())):
         raise BadRequest(401, "api_key", "missing or wrong API key "
                                          "(Authorization: Bearer <SMSLEDGER_API_KEY>)")
 
@@ -177,7 +189,8 @@ async def send_message(request: web.Request) -> web.Response:
     data = await json_body(request)
     to = e164(_field(data, "to"))
     body = _field(data, "body")
-    media = _field(data, "media_urls") or []
+    media = _field(data, "media_urls")
+    media = [] if media is None else media     # false or 0 is not "no media": a 400 below
     if not isinstance(media, list) or len(media) > 10 or not all(
             isinstance(u, str) and u.startswith(("http://", "https://")) for u in media):
         raise BadRequest(400, "invalid_field", "`media_urls` must be a list of at most 10 "
@@ -199,6 +212,8 @@ async def send_message(request: web.Request) -> web.Response:
                                                "`messaging_service_sid`, or set "
                                                "TWILIO_PHONE_NUMBER")
     await check_recipient(request, to, "message", messaging_service_sid=service, sender=sender)
+    if category == "otp":
+        await fraud.check(request, to, "message")
 
     kwargs: dict[str, Any] = {"to": to, "body": body,
                               "status_callback": settings.public_url + "/twilio/status"}
@@ -208,6 +223,9 @@ async def send_message(request: web.Request) -> web.Response:
         kwargs["messaging_service_sid"] = service
     if media:
         kwargs["media_url"] = media
+    if category == "otp":
+        # Twilio then takes Message Feedback (/v1/otp/confirm) for its OTP conversion reports.
+        kwargs["provide_feedback"] = True
     requested_at = datetime.now(UTC)
     try:
         message = await request.app[TWILIO].messages.create_async(**kwargs)
@@ -259,13 +277,14 @@ async def record_sent(request: web.Request) -> web.Response:
             if sent_at.tzinfo is None:
                 raise BadRequest(400, "invalid_field",
                                  f"{where}`sent_at` needs a time zone (e.g. Z or +00:00)")
+            sent_at = utc_time(sent_at, f"{where}`sent_at`")
         evs.append(events.message_sent(
             sid=sid, to=e164(_field(item, "to"), where=where),
             from_=optional_str(item, "from", where), messaging_service_sid=optional_str(
                 item, "messaging_service_sid", where),
             category=category_of(_field(item, "category"), where),
             tags=tags_of(_field(item, "tags"), where), segments=None, media_count=0,
-            status=None, requested_at=sent_at.astimezone(UTC), source=Source.API))
+            status=None, requested_at=sent_at, source=Source.API))
     flags = await request.app[APPENDER].append(evs)
     return web.json_response({"stored": sum(flags), "duplicates": len(flags) - sum(flags)})
 
@@ -281,11 +300,13 @@ def verify_service(request: web.Request) -> Any:
 async def verify_start(request: web.Request) -> web.Response:
     data = await json_body(request)
     to = e164(_field(data, "to"))
-    channel = _field(data, "channel") or "sms"
+    channel = _field(data, "channel")
+    channel = "sms" if channel is None else channel   # false or "" is not "sms": a 400 below
     if channel not in ("sms", "call", "email", "whatsapp"):
         raise BadRequest(400, "invalid_field", "`channel` must be sms, call, email or whatsapp")
     service = verify_service(request)
     await check_recipient(request, to, "verification")
+    await fraud.check(request, to, "verification")
     return await _verify(request, EventType.VERIFICATION_STARTED, to, channel,
                          service.verifications.create_async(to=to, channel=channel))
 

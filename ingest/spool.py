@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from schema.events import Event, EventType, Source
+from schema.private_files import open_private, private_dir
 
 log = logging.getLogger("smsledger.ingest.spool")
 
@@ -103,8 +104,8 @@ class Spool:
 
     def _write(self, record: bytes) -> None:
         if self._fd is None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.current, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            private_dir(self.directory)
+            self._fd = open_private(self.current, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         written = os.write(self._fd, record)
         if written != len(record):
             raise OSError(f"short write to the spool ({written} of {len(record)} bytes)")
@@ -138,7 +139,8 @@ class Spool:
 
     def set_aside(self, event: Event) -> None:
         """Keep an event PostgreSQL refuses in ``rejected.log`` (same framing) for a person."""
-        with (self.directory / "rejected.log").open("ab") as f:
+        fd = open_private(self.directory / "rejected.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        with os.fdopen(fd, "ab") as f:
             f.write(_encode([event]))
             f.flush()
             os.fsync(f.fileno())

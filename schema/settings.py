@@ -102,6 +102,26 @@ def _optional_http_url(name: str, raw: str) -> str:
     return _http_url(name, raw) if raw else ""
 
 
+def _smtp_url(name: str, raw: str) -> str:
+    if not raw:
+        return ""
+    parts = urlsplit(raw)
+    query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname or not query.get("to") \
+            or not query.get("from"):
+        raise SettingsError(f"{name} must look like smtp://host:port?from=ADDR&to=ADDR")
+    return raw
+
+
+def _port(name: str, raw: str) -> int:
+    if raw.strip() == "0":
+        return 0
+    value = _positive_int(name, raw)
+    if value > 65535:
+        raise SettingsError(f"{name} must be a port number (1-65535) or 0, not {value}")
+    return value
+
+
 def _database_url(name: str, raw: str) -> str:
     if raw and urlsplit(raw).scheme not in ("postgres", "postgresql"):
         raise SettingsError(f"{name} must be a postgresql:// URL")
@@ -160,6 +180,11 @@ def _shared_keys(name: str, raw: str) -> str:
     return raw
 
 
+def _names(name: str, raw: str) -> tuple[str, ...]:
+    """A comma-separated list, lower-cased, blanks dropped."""
+    return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+
+
 def _path(name: str, raw: str) -> Path:
     return Path(raw)
 
@@ -172,6 +197,7 @@ _METAVARS: dict[Callable[[str, str], Any], str] = {
     _positive_int: "INTEGER", _off_or_positive_int: "INTEGER", _positive_float: "SECONDS",
     _off_or_positive_float: "SECONDS", _http_url: "URL", _optional_http_url: "URL",
     _database_url: "URL", _flag: "0|1", _log_level: "LEVEL", _path: "PATH", _optional_path: "PATH",
+    _names: "A,B,...",
 }
 
 
@@ -244,6 +270,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_form_fields", "SMSLEDGER_MAX_FORM_FIELDS", "256",
             "Most fields a webhook form may have (Twilio's largest, an MMS with 10 media, has "
             "about 50); more get 400 before the signature is checked.", _positive_int),
+    Setting("body_timeout_s", "SMSLEDGER_BODY_TIMEOUT_S", "10",
+            "Seconds a request's body may take to arrive once its headers have; slower ones get "
+            "408 and the connection is closed.", _positive_float),
+    Setting("max_slow_readers", "SMSLEDGER_MAX_SLOW_READERS", "64",
+            "Requests whose body is still arriving after their headers, at most at once; more "
+            "get 503 at once.", _positive_int),
     Setting("queue_size", "SMSLEDGER_QUEUE_SIZE", "20000",
             "Events waiting for the group commit; when full, requests get 503 at once.",
             _positive_int),
@@ -313,8 +345,47 @@ SETTINGS: tuple[Setting, ...] = (
             "starts to it get 409 and nothing is sent; 0: alerts only.", _flag),
     Setting("show_numbers", "SMSLEDGER_SHOW_NUMBERS", "0",
             "1: the dashboard shows whole phone numbers; 0: only their last 4 digits.", _flag),
+    Setting("alert_rules", "SMSLEDGER_ALERT_RULES", "",
+            "A TOML file of alert rules replacing the shipped ones (see "
+            "analytics/alert_rules.toml).", lambda _n, raw: Path(raw) if raw else None),
+    Setting("alert_webhook_url", "SMSLEDGER_ALERT_WEBHOOK_URL", "",
+            "POST each alert opening and resolution here as JSON (Slack-compatible `text`; "
+            "empty: don't).", _optional_http_url, secret=True),
+    Setting("smtp_url", "SMSLEDGER_SMTP_URL", "",
+            "Also mail each alert transition: smtp://[user:password@]host[:port]"
+            "?from=ADDR&to=ADDR[,ADDR] (smtps:// for TLS; empty: no mail).", _smtp_url,
+            secret=True),
+    Setting("ingest_url", "SMSLEDGER_INGEST_URL", "",
+            "The ingester's base URL: the worker reads its /metrics for the ingest_degraded "
+            "alert (spool in use, 403 share; empty: not watched).", _optional_http_url),
+    Setting("worker_metrics_port", "SMSLEDGER_WORKER_METRICS_PORT", "0",
+            "Serve the worker's Prometheus gauges (delivery rate, volume, OTP p50 per carrier "
+            "and per country) on 127.0.0.1:PORT/metrics (0: off).", _port),
     Setting("log_level", "SMSLEDGER_LOG_LEVEL", "INFO",
             "DEBUG, INFO, WARNING or ERROR.", _log_level),
+    Setting("dashboard_password", "SMSLEDGER_DASHBOARD_PASSWORD", "",
+            "Password for the dashboard when no OpenID Connect provider is configured. "
+            "Empty (and no provider): the dashboard listens on 127.0.0.1 only.", secret=True),
+    Setting("oidc_metadata_url", "SMSLEDGER_OIDC_METADATA_URL", "",
+            "OpenID Connect discovery URL of the identity provider the dashboard signs in "
+            "with (e.g. https://accounts.google.com/.well-known/openid-configuration); with "
+            "it, SMSLEDGER_OIDC_CLIENT_ID and SMSLEDGER_OIDC_CLIENT_SECRET.",
+            _optional_http_url),
+    Setting("oidc_client_id", "SMSLEDGER_OIDC_CLIENT_ID", "",
+            "The dashboard's client ID at the identity provider."),
+    Setting("oidc_client_secret", "SMSLEDGER_OIDC_CLIENT_SECRET", "",
+            "The dashboard's client secret at the identity provider.", secret=True),
+    Setting("dashboard_users", "SMSLEDGER_DASHBOARD_USERS", "",
+            "Who may see the dashboard after signing in with the provider: e-mail addresses "
+            "and @domains, comma-separated (empty: anyone the provider signs in).", _names),
+    Setting("dashboard_url", "SMSLEDGER_DASHBOARD_URL", "",
+            "The dashboard's URL as browsers reach it (the sign-in's return address is this "
+            "plus /oauth2callback; its host name is allowed). Empty: "
+            "http://localhost:PORT.", _optional_http_url),
+    Setting("dashboard_hosts", "SMSLEDGER_DASHBOARD_HOSTS", "localhost,127.0.0.1,::1",
+            "Host names the dashboard answers to (requests for any other Host header are "
+            "refused: DNS rebinding), comma-separated; the host of SMSLEDGER_DASHBOARD_URL "
+            "is added.", _names),
 )
 
 
@@ -337,6 +408,8 @@ class Settings:
     data_dir: Path
     max_body_bytes: int
     max_form_fields: int
+    body_timeout_s: float
+    max_slow_readers: int
     queue_size: int
     batch_max: int
     db_pool_size: int
@@ -359,11 +432,23 @@ class Settings:
     price_fill_every_s: float
     price_fill_limit: int
     fraud_guard: bool
+    alert_rules: Path | None
+    alert_webhook_url: Secret
+    smtp_url: Secret
+    ingest_url: str
+    worker_metrics_port: int
     show_numbers: bool
     log_level: str
     twilio_auth_token_secondary: Secret
     webhook_shared_keys: Secret
     opt_out_scope: str
+    dashboard_password: Secret
+    oidc_metadata_url: str
+    oidc_client_id: str
+    oidc_client_secret: Secret
+    dashboard_users: tuple[str, ...]
+    dashboard_url: str
+    dashboard_hosts: tuple[str, ...]
 
     def __init__(self, **values: Any) -> None:
         """Every setting not given takes the table's default (parsed as from the environment)."""

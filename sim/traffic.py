@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 
 from sim import world
+from sim.incidents import Incident
 from sim.twilio import TwilioSim
 
 BODIES = {
@@ -34,9 +35,11 @@ class TrafficConfig:
     our_number: str
     rate: float = 5.0
     duration: float = 30.0
+    count: int = 0                   # exactly this many actions, paced by rate (0: by duration)
     seed: int = 1
     verify: bool = False
     report_every_s: float = 0.0      # print a progress line this often (0: never)
+    incidents: tuple[Incident, ...] = ()
 
 
 class Traffic:
@@ -47,6 +50,8 @@ class Traffic:
         self.stopped: dict[str, float] = {}
         self._slots = asyncio.Semaphore(32)
         self._session: aiohttp.ClientSession | None = None
+        # Its own generator: the seed's ordinary traffic stays the same with or without one.
+        self.pump_start = random.Random(config.seed + 3).randrange(10_000)
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.config.api_key}"}
@@ -129,6 +134,30 @@ class Traffic:
         status, data = await self._post("/v1/verify/check", {"to": number.e164, "code": code})
         self.counts[f"verify {data.get('status') if data else status}"] += 1
 
+    async def pump(self, prefix: str, n: int) -> None:
+        """One send of an SMS pumping incident: an OTP to the next number in ``prefix``,
+        never approved (the numbers belong to the attacker)."""
+        to = f"{prefix}{(self.pump_start + n) % 10_000:04d}"
+        if self.config.verify:
+            status, _ = await self._post("/v1/verify/start", {"to": to})
+            self.counts[f"pumping verify http {status}"] += 1
+        else:
+            status, _ = await self._post("/v1/messages", {
+                "to": to, "body": self._body("otp"), "category": "otp", "tags": ["sim"]})
+            self.counts[f"pumping otp http {status}"] += 1
+
+    async def _incidents(self, elapsed_s: float, n: int) -> None:
+        for incident in self.config.incidents:
+            if incident.kind == "pumping" and incident.active(elapsed_s):
+                self.sim.pumped_prefixes.add(incident.target)
+                async with self._slots:
+                    try:
+                        await self.pump(incident.target, n)
+                    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                        self.counts[f"ingester unreachable ({type(exc).__name__})"] += 1
+            elif incident.kind == "pumping":
+                self.sim.pumped_prefixes.discard(incident.target)
+
     async def _one(self) -> None:
         number = world.pick(self.rng, self.sim.numbers)
         roll = self.rng.random()
@@ -164,10 +193,17 @@ class Traffic:
                     self.config.ingest_url + "/twilio/inbound", self.sim.numbers[0].e164,
                     self.config.our_number, "HELP",
                     sign_url=self.config.public_url + "/twilio/inbound")
-            while not self.config.duration or time.monotonic() - started < self.config.duration:
+            while (n < self.config.count if self.config.count else
+                   not self.config.duration or
+                   time.monotonic() - started < self.config.duration):
                 task = asyncio.create_task(self._one())
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
+                if self.config.incidents:
+                    staged = asyncio.create_task(
+                        self._incidents(time.monotonic() - started, n))
+                    tasks.add(staged)
+                    staged.add_done_callback(tasks.discard)
                 n += 1
                 # Pace against the clock, not the loop, so the rate holds under load.
                 await asyncio.sleep(max(0.0, started + n * interval - time.monotonic()))

@@ -11,6 +11,7 @@ import math
 import random
 import secrets
 import string
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +22,8 @@ import phonenumbers
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
-from sim import world
+from sim import incidents, world
+from sim.incidents import Incident
 
 log = logging.getLogger("smsledger.sim")
 
@@ -75,6 +77,7 @@ class SimConfig:
     messaging_service_sid: str = ""
     service_inbound_url: str = ""
     service_status_callback: str = ""
+    incidents: tuple[Incident, ...] = ()   # planned outages (sim/incidents.py)
 
 
 @dataclasses.dataclass
@@ -99,13 +102,20 @@ class TwilioSim:
         self.scoped_opt_outs: set[tuple[str, str]] = set()
         self.opted_out: set[str] = set()
         self.verifications: dict[str, dict[str, Any]] = {}
+        # Message Feedback: the SIDs created with ProvideFeedback=true, and every feedback
+        # posted (message SID -> its outcomes, in order).
+        self.feedback_requested: set[str] = set()
+        self.feedback: dict[str, list[str]] = {}
         self.inbox: dict[str, list[str]] = {}
         self.stats = SimStats()
+        # Prefixes under an SMS pumping incident: their numbers behave like pumped ones.
+        self.pumped_prefixes: set[str] = set()
         self._validator = RequestValidator(config.auth_token)
         self._timers: set[asyncio.TimerHandle] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(64)
+        self.started = time.monotonic()    # incidents count their SECONDS from here
         if config.history_days:
             self._make_history(config.history_days)
 
@@ -141,6 +151,9 @@ class TwilioSim:
         for _, message in sorted(history, key=lambda item: item[0]):
             message["uri"] = (f"/2010-04-01/Accounts/{self.config.account_sid}/Messages/"
                               f"{message['sid']}.json")
+            message["subresource_uris"] = {
+                "media": message["uri"].replace(".json", "/Media.json"),
+                "feedback": message["uri"].replace(".json", "/Feedback.json")}
             self.messages[message["sid"]] = message
 
     # -- the world ---------------------------------------------------------------------------
@@ -149,6 +162,11 @@ class TwilioSim:
         known = self.by_e164.get(e164)
         if known is not None:
             return known
+        if any(e164.startswith(p) for p in self.pumped_prefixes):
+            parsed = phonenumbers.parse(e164, None)
+            region = phonenumbers.region_code_for_number(parsed) or "US"
+            name, mcc, mnc, median = world.CARRIERS.get(region, world.CARRIERS["US"])[0]
+            return world.Number(e164, region, name, mcc, mnc, "mobile", "pumped", median)
         parsed = phonenumbers.parse(e164, None)
         region = phonenumbers.region_code_for_number(parsed) or "US"
         carriers = world.CARRIERS.get(region, world.CARRIERS["US"])
@@ -241,9 +259,10 @@ class TwilioSim:
 
     async def send_inbound(self, url: str, from_: str, to: str, body: str,
                            sign_url: str | None = None,
-                           messaging_service_sid: str | None = None) -> int:
+                           messaging_service_sid: str | None = None, **extra: str) -> int:
         """An SMS from ``from_`` to our number ``to`` (in ``messaging_service_sid``'s sender
-        pool, if given), posted to the inbound webhook."""
+        pool, if given), posted to the inbound webhook (with ``extra`` fields, e.g. Advanced
+        Opt-Out's ``OptOutType``)."""
         word = body.strip().upper()
         scope = (from_, messaging_service_sid or to)
         if word in ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE",
@@ -253,13 +272,26 @@ class TwilioSim:
             self.scoped_opt_outs.discard(scope)
             self.opted_out.discard(from_)
         number = self.number(from_)
-        params = {"MessageSid": sid("SM"), "AccountSid": self.config.account_sid,
+        message_sid = sid("SM")
+        # Like Twilio, the Message resource exists before the webhook is called: the ingester
+        # fetches it to confirm a consent change.
+        now = rfc2822(datetime.now(UTC))
+        self.messages[message_sid] = {
+            "account_sid": self.config.account_sid, "api_version": "2010-04-01", "body": body,
+            "date_created": now, "date_updated": now, "date_sent": now, "direction": "inbound",
+            "error_code": None, "error_message": None, "from": from_,
+            "messaging_service_sid": messaging_service_sid, "num_media": "0",
+            "num_segments": str(segments(body)), "price": None, "price_unit": "USD",
+            "sid": message_sid, "status": "received", "to": to,
+            "uri": f"/2010-04-01/Accounts/{self.config.account_sid}/Messages/{message_sid}.json"}
+        params = {"MessageSid": message_sid, "AccountSid": self.config.account_sid,
                   "From": from_, "To": to, "Body": body, "NumMedia": "0",
                   "NumSegments": str(segments(body)), "SmsStatus": "received",
                   "ApiVersion": "2010-04-01", "FromCountry": number.country}
         if messaging_service_sid:
             params["MessagingServiceSid"] = messaging_service_sid
         params["SmsSid"] = params["SmsMessageSid"] = params["MessageSid"]
+        params.update(extra)
         status = await self.post_signed(url, params, sign_url)
         if 200 <= status < 300:
             self.stats.inbound_sent += 1
@@ -289,6 +321,9 @@ class TwilioSim:
         opted_out = (to in self.opted_out or (to, service) in self.scoped_opt_outs
                      or (to, from_) in self.scoped_opt_outs)
         outcome = world.fate(self.rng, number, world.content_kind(body), opted_out)
+        outcome, silenced = incidents.apply(
+            self.config.incidents, (time.monotonic() - self.started) / self.config.time_scale,
+            number, outcome)
         now = datetime.now(UTC)
         message: dict[str, Any] = {
             "account_sid": self.config.account_sid, "api_version": "2010-04-01", "body": body,
@@ -301,7 +336,9 @@ class TwilioSim:
         }
         message["uri"] = (f"/2010-04-01/Accounts/{self.config.account_sid}/Messages/"
                           f"{message['sid']}.json")
-        message["subresource_uris"] = {"media": message["uri"].replace(".json", "/Media.json")}
+        message["subresource_uris"] = {
+            "media": message["uri"].replace(".json", "/Media.json"),
+            "feedback": message["uri"].replace(".json", "/Feedback.json")}
         if outcome.create_error is not None:
             # Since April 2024 a create-time failure is stored as a Message resource too.
             message.update(status="failed", error_code=outcome.create_error)
@@ -315,7 +352,9 @@ class TwilioSim:
                          "message": text.get(outcome.create_error, "Message refused")}
         self.messages[message["sid"]] = message
         self.stats.created += 1
-        callback = form.get("StatusCallback", "")
+        if form.get("ProvideFeedback", "").lower() == "true":
+            self.feedback_requested.add(message["sid"])
+        callback = "" if silenced else form.get("StatusCallback", "")
         self._schedule(message, outcome, callback)
         return 201, message
 
@@ -373,28 +412,49 @@ class TwilioSim:
                                        message["sid"].startswith("MM"), message["status"],
                                        message["error_code"])
 
+    def post_feedback(self, message_sid: str, outcome: str) -> tuple[int, dict[str, Any]]:
+        """Twilio's Message Feedback create: (HTTP status, JSON body)."""
+        message = self.messages.get(message_sid)
+        if message is None:
+            return 404, {"code": 20404, "message": "The requested resource was not found"}
+        if outcome not in ("confirmed", "unconfirmed"):
+            return 400, {"code": 21205, "message": f"Invalid Outcome: {outcome}"}
+        self.feedback.setdefault(message_sid, []).append(outcome)
+        now = rfc2822(datetime.now(UTC))
+        return 201, {"account_sid": self.config.account_sid, "message_sid": message_sid,
+                     "outcome": outcome, "date_created": now, "date_updated": now,
+                     "uri": message["uri"].replace(".json", "/Feedback.json")}
+
     # -- Verify ------------------------------------------------------------------------------
     def start_verification(self, to: str, channel: str) -> dict[str, Any]:
         code = "".join(self.rng.choice(string.digits) for _ in range(6))
-        now = rfc2822(datetime.now(UTC))
-        verification = {"sid": sid("VE"), "service_sid": self.config.verify_service_sid,
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")   # Verify speaks ISO 8601
+        verification_sid = sid("VE")
+        service = self.config.verify_service_sid
+        verification = {"sid": verification_sid, "service_sid": service,
                         "account_sid": self.config.account_sid, "to": to, "channel": channel,
                         "status": "pending", "valid": False, "date_created": now,
                         "date_updated": now, "lookup": {}, "amount": None, "payee": None,
                         "send_code_attempts": [{"time": now, "channel": channel}],
-                        "sna": None, "url": None}
+                        "sna": None, "url": (f"https://verify.twilio.com/v2/Services/{service}"
+                                             f"/Verifications/{verification_sid}")}
         self.verifications[to] = {**verification, "code": code}
         self.inbox.setdefault(to, []).append(f"Your verification code is: {code}")
         return verification
 
     def check_verification(self, to: str, code: str) -> dict[str, Any] | None:
+        """A VerificationCheck resource (its own shape, not the Verification's)."""
         pending = self.verifications.get(to)
         if pending is None or pending["status"] != "pending":
             return None
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         if code == pending["code"]:
-            pending.update(status="approved", valid=True)
-        result = {k: v for k, v in pending.items() if k != "code"}
-        return result
+            pending.update(status="approved", valid=True, date_updated=now)
+        return {"sid": pending["sid"], "service_sid": pending["service_sid"],
+                "account_sid": pending["account_sid"], "to": to, "channel": pending["channel"],
+                "status": pending["status"], "valid": pending["valid"], "amount": None,
+                "payee": None, "date_created": pending["date_created"],
+                "date_updated": pending["date_updated"], "sna_attempts_error_codes": []}
 
 
 SIM = web.AppKey("sim", TwilioSim)
@@ -477,6 +537,17 @@ async def messages_list(request: web.Request) -> web.Response:
         "end": page * size + len(chunk) - 1 if chunk else 0,
         "first_page_uri": page_uri(0), "next_page_uri": next_uri,
         "previous_page_uri": None, "uri": request.path_qs})
+
+
+async def feedback_create(request: web.Request) -> web.Response:
+    sim = request.app[SIM]
+    if request.match_info["account"] != sim.config.account_sid:
+        return twilio_error(404, 20404, "The requested resource was not found")
+    form = await request.post()
+    status, body = sim.post_feedback(request.match_info["sid"], str(form.get("Outcome", "")))
+    if status != 201:
+        return twilio_error(status, body["code"], body["message"])
+    return web.json_response(body, status=201)
 
 
 async def lookup(request: web.Request) -> web.Response:
@@ -618,6 +689,7 @@ def create_sim_app(sim: TwilioSim) -> web.Application:
     app.router.add_post(prefix + "/Messages.json", messages_create)
     app.router.add_get(prefix + "/Messages.json", messages_list)
     app.router.add_get(prefix + "/Messages/{sid}.json", messages_fetch)
+    app.router.add_post(prefix + "/Messages/{sid}/Feedback.json", feedback_create)
     app.router.add_get("/v2/PhoneNumbers/{number}", lookup)
     app.router.add_post("/v2/Services/{service}/Verifications", verification_create)
     app.router.add_post("/v2/Services/{service}/VerificationCheck", verification_check)

@@ -37,7 +37,10 @@ import click
 from click.core import ParameterSource
 
 from analytics.hygiene import RulesError
+from analytics.report import ReportRefused
+from schema import roles
 from schema.migrate import MigrationError, migrate_url
+from schema.private_files import private_umask, secure_data_dir
 from schema.settings import SETTINGS, Setting, Settings, SettingsError, redact_url, settings_table
 from smsledger import devdb
 from smsledger.logs import setup_logging
@@ -48,8 +51,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # Errors that mean "this could not be done, and here is why": one line on stderr, exit 2.
 KNOWN_ERRORS: tuple[type[Exception], ...] = (SettingsError, MigrationError,
-                                             devdb.DatabaseNotFound, RulesError)
+                                             devdb.DatabaseNotFound, RulesError,
+                                             ReportRefused, roles.RoleMissing)
 _BY_FIELD = {s.field: s for s in SETTINGS}
+# Who may see the dashboard (smsledger/dashboard_cmd.py, dashboard/auth.py).
+DASHBOARD_ACCESS = ("dashboard_password", "oidc_metadata_url", "oidc_client_id",
+                    "oidc_client_secret", "dashboard_users", "dashboard_url", "dashboard_hosts")
 
 
 class Failed(click.ClickException):
@@ -131,6 +138,10 @@ def reads(*fields: str, flags: dict[str, str] | None = None) -> Callable[[F], F]
             except SettingsError as exc:
                 raise click.UsageError(str(exc), ctx=ctx) from None
             setup_logging(settings)
+            tightened = secure_data_dir(settings.data_dir)
+            if tightened:
+                log.warning("made %d files and directories under %s private (0600/0700)",
+                            tightened, settings.data_dir)
             return fn(settings, **kwargs)
 
         params = run.__dict__.setdefault("__click_params__", [])
@@ -168,10 +179,12 @@ def settings() -> None:
 
 
 @cli.command()
-@reads("database_url", "twilio_account_sid", "twilio_auth_token", "twilio_phone_number",
-       "twilio_verify_service_sid", "twilio_api_url", "api_key", "public_url", "trust_forwarded",
-       "data_dir", "max_body_bytes", "queue_size", "batch_max", "db_pool_size", "db_timeout_s",
-       "help_reply", "opt_out_reply", "opt_in_reply", "twilio_timeout_s")
+@reads("database_url", "twilio_account_sid", "twilio_auth_token", "twilio_auth_token_secondary",
+       "webhook_shared_keys", "twilio_phone_number", "twilio_verify_service_sid",
+       "twilio_api_url", "api_key", "public_url", "trust_forwarded", "data_dir",
+       "max_body_bytes", "max_form_fields", "queue_size", "batch_max", "db_pool_size",
+       "db_timeout_s", "help_reply", "opt_out_reply", "opt_in_reply", "opt_out_scope",
+       "fraud_guard", "twilio_timeout_s", "body_timeout_s", "max_slow_readers")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
 @click.option("--port", type=int, default=8080, show_default=True, help="port to listen on")
 def serve(settings: Settings, host: str, port: int) -> None:
@@ -245,6 +258,7 @@ def _worker_config(settings: Settings, once: bool, batch_size: int = 250_000,
                    crash_after_batches: int = 0, crash_in_compaction: bool = False) -> Any:
     from analytics.hygiene import load_rules
     from analytics.worker import WorkerConfig
+    from smsledger.alerts_cmd import alerts_config
 
     settings.require("database_url")
     return WorkerConfig(
@@ -258,7 +272,8 @@ def _worker_config(settings: Settings, once: bool, batch_size: int = 250_000,
         price_fill_after_s=settings.price_fill_after_s,
         price_fill_limit=settings.price_fill_limit,
         compact_every_s=settings.compact_every_s, lake_keep_s=settings.lake_keep_s,
-        crash_after_batches=crash_after_batches, crash_in_compaction=crash_in_compaction)
+        crash_after_batches=crash_after_batches, crash_in_compaction=crash_in_compaction,
+        alerts=alerts_config(settings))
 
 
 _batch_size = click.option("--batch-size", type=click.IntRange(min=1), default=250_000,
@@ -292,7 +307,7 @@ def rollup(settings: Settings, once: bool, batch_size: int, rebuild: bool, compa
         from smsledger.rebuild_cmd import run_rebuild
         run_rebuild(config)
         return
-    config.hygiene_every_s, config.lookup_limit = 0, 0
+    config.hygiene_every_s, config.lookup_limit, config.alerts = 0, 0, None
     config.compact_now = compact
     result = asyncio.run(run_worker(config))
     click.echo(f"rollup: applied {result.events} events in {result.batches} batches; model "
@@ -305,6 +320,7 @@ def rollup(settings: Settings, once: bool, batch_size: int, rebuild: bool, compa
        "price_fill_every_s", "price_fill_after_s", "price_fill_limit",
        "compact_every_s", "lake_keep_s",
        "twilio_account_sid", "twilio_auth_token", "twilio_api_url", "twilio_timeout_s",
+       "alert_rules", "alert_webhook_url", "smtp_url", "ingest_url", "worker_metrics_port",
        flags={"rollup_interval_s": "--interval", "hygiene_every_s": "--hygiene-every"})
 @click.option("--once", is_flag=True, help="one round, then exit")
 @_batch_size
@@ -333,6 +349,41 @@ def worker(settings: Settings, once: bool, batch_size: int) -> None:
     asyncio.run(main())
 
 
+@cli.group(invoke_without_command=True)
+@reads("database_url")
+@click.option("--all", "everything", is_flag=True, help="resolved alerts too")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+def alerts(settings: Settings, everything: bool, fmt: str) -> None:
+    """List the open alerts (--all: every alert) from the event log. `alerts check` evaluates
+    the rules once instead."""
+    from smsledger import alerts_cmd
+
+    if click.get_current_context().invoked_subcommand is None:
+        settings.require("database_url")
+        asyncio.run(alerts_cmd.list_alerts(settings, everything, fmt))
+
+
+@alerts.command("check")
+@reads("database_url", "data_dir", "alert_rules", "alert_webhook_url", "smtp_url")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+def alerts_check(settings: Settings, fmt: str) -> None:
+    """Evaluate the alert rules once on the published snapshot, append what changed, send the
+    pending notifications, print the open alerts; exit 3 when any is open, 0 otherwise (for
+    cron)."""
+    from analytics.snapshot import SnapshotMissing
+    from smsledger import alerts_cmd
+
+    settings.require("database_url")
+    try:
+        code = asyncio.run(alerts_cmd.check(settings, fmt))
+    except SnapshotMissing as exc:
+        raise Failed(str(exc)) from None
+    if code:
+        sys.exit(code)
+
+
 @cli.group()
 def report() -> None:
     """Write a report from the published snapshot (`smsledger report hygiene`)."""
@@ -357,9 +408,7 @@ def report_hygiene(settings: Settings, out: Path | None) -> None:
         raise Failed(str(exc)) from None
 
     async def main() -> Any:
-        import asyncpg
-
-        pg = await asyncpg.connect(settings.database_url)
+        pg = await roles.connect_as(settings.database_url, roles.WORKER_ROLE)
         try:
             return await hygiene_report(con, pg, rules, out or settings.data_dir / "reports",
                                         settings.notify_url)
@@ -378,7 +427,6 @@ def report_hygiene(settings: Settings, out: Path | None) -> None:
 def _with_twilio(settings: Settings, job: Callable[[Any, Any], Any], resume: str = "") -> Any:
     """Run ``job(twilio_client, pg_connection)`` with both opened and closed around it; Twilio's
     refusals and outages become ``Failed`` (``resume`` is added to their message)."""
-    import asyncpg
     from twilio.base.exceptions import TwilioException
 
     from twilio_api.client import UNREACHABLE, make_client
@@ -387,7 +435,7 @@ def _with_twilio(settings: Settings, job: Callable[[Any, Any], Any], resume: str
 
     async def main() -> Any:
         client, http = make_client(settings)
-        pg = await asyncpg.connect(settings.database_url)
+        pg = await roles.connect_as(settings.database_url, roles.WORKER_ROLE)
         try:
             return await job(client, pg)
         finally:
@@ -487,8 +535,6 @@ def backfill(settings: Settings, since: datetime | None, until: datetime | None,
              files: tuple[Path, ...]) -> None:
     """Import message history: from the Messages API (--since, paged, resumable, idempotent),
     or from Twilio Bulk Export day files (gzip JSON lines) given as FILES."""
-    import asyncpg
-
     from analytics.reconcile import backfill_api, backfill_files
     from schema.events import InvalidEvent
 
@@ -499,7 +545,7 @@ def backfill(settings: Settings, since: datetime | None, until: datetime | None,
         settings.require("database_url")
 
         async def from_files() -> Any:
-            pg = await asyncpg.connect(settings.database_url)
+            pg = await roles.connect_as(settings.database_url, roles.WORKER_ROLE)
             try:
                 return await backfill_files(pg, list(files))
             finally:
@@ -536,24 +582,22 @@ def query(settings: Settings, sql: str, fmt: str) -> None:
 
 
 @cli.command()
-@reads("data_dir", "show_numbers")
-@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@reads("data_dir", "show_numbers", *DASHBOARD_ACCESS)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="address to listen on; another than 127.0.0.1 needs "
+                   "SMSLEDGER_DASHBOARD_PASSWORD or an OpenID Connect provider")
 @click.option("--port", type=int, default=8501, show_default=True, help="port")
 def dashboard(settings: Settings, host: str, port: int) -> None:
     """Run the Streamlit dashboard on the analytics model (read-only; the pointer file
-    SMSLEDGER_DATA_DIR/analytics.lake names it)."""
-    import dashboard as package
+    SMSLEDGER_DATA_DIR/analytics.lake names it), behind a sign-in when one is configured."""
+    from smsledger import dashboard_cmd
 
-    app = Path(package.__file__).parent / "app.py"
-    argv = [sys.executable, "-m", "streamlit", "run", str(app),
-            "--server.port", str(port), "--server.address", host,
-            "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--server.fileWatcherType", "none", "--global.developmentMode", "false",
-            # No Deploy button (it offers to publish to Streamlit's cloud); Streamlit's own
-            # log lines follow SMSLEDGER_LOG_LEVEL like every other part.
-            "--client.toolbarMode", "minimal", "--logger.level", settings.log_level.lower()]
-    # The dashboard reads its settings from the environment: flags given here go along.
-    os.environ.update(_settings_env(settings, "data_dir", "show_numbers", "log_level"))
+    argv, said = dashboard_cmd.prepare(settings, host, port)
+    click.echo(said, err=True)
+    # The dashboard reads its settings from the environment: flags given here go along
+    # (secrets have no flags: they are in the environment already).
+    os.environ.update(_settings_env(settings, "data_dir", "show_numbers", "log_level",
+                                    *(f for f in DASHBOARD_ACCESS if not _BY_FIELD[f].secret)))
     # exec, not a child: a SIGTERM for this process reaches Streamlit itself.
     os.execv(sys.executable, argv)
 
@@ -563,9 +607,20 @@ def _settings_env(settings: Settings, *fields: str) -> dict[str, str]:
     env = {}
     for field in fields:
         value = getattr(settings, field)
+        if isinstance(value, tuple):
+            value = ",".join(value)
         env[_BY_FIELD[field].env] = ("1" if value else "0") if isinstance(value, bool) else str(
             value)
     return env
+
+
+def _incidents(specs: tuple[str, ...]) -> tuple[Any, ...]:
+    from sim.incidents import IncidentError, parse
+
+    try:
+        return tuple(parse(spec) for spec in specs)
+    except IncidentError as exc:
+        raise click.BadParameter(str(exc), param_hint="--incident") from None
 
 
 @cli.command()
@@ -590,6 +645,13 @@ def _settings_env(settings: Settings, *fields: str) -> dict[str, str]:
 @click.option("--drain", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="after --duration, seconds to wait for callbacks still on their way; what "
                    "is left then is dropped and counted")
+@click.option("--incident", multiple=True, metavar="KIND[:TARGET]@SECONDS[+DURATION]",
+              callback=lambda _c, _p, specs: _incidents(specs),
+              help="stage an incident (repeatable): pumping:PREFIX@S drives OTP sends to "
+                   "consecutive numbers in PREFIX that never convert, from S seconds on; "
+                   "carrier-outage:CARRIER@S (30008 for a carrier whose name contains "
+                   "CARRIER), callback-silence@S (no status callbacks), latency:COUNTRY@S "
+                   "(deliveries 12 s slower); +DURATION ends it")
 def simulate(settings: Settings, **options: Any) -> None:
     """Run the local Twilio simulator and drive realistic traffic through the ingester.
 
@@ -614,12 +676,19 @@ def simulate(settings: Settings, **options: Any) -> None:
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=5.0,
               show_default=True, help="simulated actions (sends, replies, OTPs) per second")
 @click.option("--seed", type=int, default=1, show_default=True, help="simulator seed")
-def demo(settings: Settings, port: int, duration: float, rate: float, seed: int) -> None:
+@click.option("--incident", default="carrier-outage:at&t@180+300", show_default=True,
+              callback=lambda _c, _p, value: (_incidents((value,)), value)[1]
+              if value else value,
+              help="the incident the simulator plays (see `smsledger simulate --help`); "
+                   "empty: none")
+def demo(settings: Settings, port: int, duration: float, rate: float, seed: int,
+         incident: str) -> None:
     """Start everything on this machine: database, migrations, ingester, the Twilio simulator
     with traffic, the analytics worker and the dashboard. Ctrl-C stops it all."""
     from smsledger.demo import run_demo
 
-    code = run_demo(settings, port=port, duration=duration, rate=rate, seed=seed)
+    code = run_demo(settings, port=port, duration=duration, rate=rate, seed=seed,
+                    incident=incident)
     if code:
         raise click.exceptions.Exit(code)
 
@@ -641,6 +710,9 @@ def doctor(settings: Settings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return its exit status (0, 2 for an error it explains, 130 on Ctrl-C)."""
+    # First of all: whatever this process (and its children: PostgreSQL, Streamlit, DuckDB)
+    # creates holds personal data, and is for this user only.
+    private_umask()
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="smsledger",
                  standalone_mode=False)

@@ -29,6 +29,7 @@ from pathlib import Path
 from urllib.request import urlopen
 
 from schema.migrate import migrate_url
+from schema.private_files import private_dir
 from schema.settings import Settings, redact_url
 from smsledger import devdb
 
@@ -144,9 +145,15 @@ def summary_line(url: str, data_dir: Path, last: Progress) -> str:
             f"open alerts {alerts}")
 
 
-def run_demo(settings: Settings, *, port: int, duration: float, rate: float, seed: int) -> int:
+# The incident the demo plays by default, so that an alert opens and resolves while you watch:
+# three minutes in, AT&T (about a tenth of the simulated traffic) stops delivering for five.
+DEMO_INCIDENT = "carrier-outage:at&t@180+300"
+
+
+def run_demo(settings: Settings, *, port: int, duration: float, rate: float, seed: int,
+             incident: str = DEMO_INCIDENT) -> int:
     data_dir: Path = settings.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     environ = {"DATABASE_URL": settings.database_url} if settings.database_url else {}
     db = devdb.find_database(data_dir, environ)
     url = db.url
@@ -169,6 +176,8 @@ def run_demo(settings: Settings, *, port: int, duration: float, rate: float, see
                SMSLEDGER_TWILIO_API_URL=f"http://127.0.0.1:{twilio_port}",
                TWILIO_VERIFY_SERVICE_SID="VA" + "de300" * 6 + "00",
                SMSLEDGER_DATA_DIR=str(data_dir.resolve()),
+               # The worker watches the ingester (spool in use, 403 share) for its alerts.
+               SMSLEDGER_INGEST_URL=ingest_url,
                # The simulator fills prices in a minute after the final status (Twilio: up to
                # 24 h): the demo asks for them after two, every half minute.
                SMSLEDGER_PRICE_FILL_AFTER_S=os.environ.get("SMSLEDGER_PRICE_FILL_AFTER_S",
@@ -206,7 +215,7 @@ def run_demo(settings: Settings, *, port: int, duration: float, rate: float, see
         simulator = spawn("simulator", "simulate", "--ingest-url", ingest_url,
                           "--twilio-port", str(twilio_port), "--rate", str(rate),
                           "--duration", "0", "--seed", str(seed), "--history-days", "14",
-                          quiet=True)
+                          *(("--incident", incident) if incident else ()), quiet=True)
         _wait_http(f"http://127.0.0.1:{twilio_port}/sim/stats", 30, simulator)
         since = (datetime.now(UTC) - timedelta(days=15)).strftime("%Y-%m-%d")
         backfill = subprocess.run(
@@ -216,7 +225,8 @@ def run_demo(settings: Settings, *, port: int, duration: float, rate: float, see
         print(f"history:   {lines[-1] if lines else 'none'} (14 days, from the simulated "
               "Messages API)")
         print(f"simulator: http://127.0.0.1:{twilio_port}  (a local Twilio; {rate:g} "
-              "actions/s through the ingester)")
+              "actions/s through the ingester)"
+              + (f"; incident {incident} (seconds from now)" if incident else ""))
         spawn("worker", "worker", "--interval", "3", "--hygiene-every", "60",
               "--lookup-limit", "20")
         print(f"worker:    rollup every 3 s; a hygiene report every 60 s under "

@@ -3,6 +3,11 @@
 Order: ``DATABASE_URL`` if set; else a server on 127.0.0.1:5432; else a private cluster started
 from the PostgreSQL server binaries under ``$SMSLEDGER_DATA_DIR/pg`` (as the ``postgres`` user
 via ``runuser`` when running as root, since PostgreSQL refuses to run as root).
+
+The private cluster listens on no TCP port at all: only on a Unix socket in its own 0700
+directory, so no other local account can reach it (it was trust on 127.0.0.1, which made every
+local account a superuser able to run programs as the cluster's owner). Within that directory,
+trust is safe: only the owner (and root) can open the socket.
 """
 
 from __future__ import annotations
@@ -12,14 +17,17 @@ import glob
 import hashlib
 import os
 import pwd
+import shlex
 import shutil
 import socket
 import subprocess
 import tempfile
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
+
+from schema.private_files import private_dir, private_file, write_private
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 5432
 
@@ -100,26 +108,49 @@ class PrivateCluster:
         server process must be able to traverse every parent of its data directory."""
         if self.owner is None:
             return wanted
-        wanted.mkdir(parents=True, exist_ok=True)
+        private_dir(wanted)
         reachable = _run_as_owner(["test", "-x", str(wanted)], self.owner).returncode == 0
         if reachable:
             return wanted
         digest = hashlib.sha256(str(wanted).encode()).hexdigest()[:12]
-        home = Path(tempfile.gettempdir()) / f"smsledger-pg-{digest}"
-        home.mkdir(mode=0o700, exist_ok=True)
-        (wanted / "LOCATION").write_text(f"this cluster lives in {home}\n")
+        home = private_dir(Path(tempfile.gettempdir()) / f"smsledger-pg-{digest}")
+        write_private(wanted / "LOCATION", f"this cluster lives in {home}\n".encode())
+        self._adopt(wanted / "data", home / "data")
         return home
+
+    def _adopt(self, old: Path, new: Path) -> None:
+        """A cluster an older smsledger made inside a data directory the ``postgres`` user
+        could traverse (0755): now that the data directory is 0700, move it out, stopped."""
+        if not (old / "PG_VERSION").exists() or new.exists():
+            return
+        if (old / "postmaster.pid").exists():
+            raise DatabaseNotFound(
+                f"the private cluster in {old} is still running from where it can no longer be "
+                f"reached; stop it (runuser -u {self.owner} -- pg_ctl -D {old} stop) and run "
+                "this again to move it")
+        shutil.move(str(old), str(new))
 
     @property
     def port(self) -> int:
+        """Names the socket file (``.s.PGSQL.<port>``); nothing listens on it over TCP."""
         path = self.root / "port"
         if not path.exists():
-            path.write_text(str(free_port()))
+            write_private(path, str(free_port()).encode())
         return int(path.read_text().strip())
 
     @property
+    def socket_dir(self) -> Path:
+        """The 0700 directory of the server's Unix socket: the cluster's own directory, or,
+        when that path is too long for a socket address (107 bytes), one under the temp dir."""
+        if len(str(self.root / f".s.PGSQL.{self.port}.lock")) <= 100:
+            return self.root
+        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"smsledger-pgsock-{digest}"
+
+    @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return (f"postgresql://postgres@/postgres?host={quote(str(self.socket_dir))}"
+                f"&port={self.port}")
 
     def _chown(self, path: Path) -> None:
         if self.owner is not None:
@@ -132,18 +163,28 @@ class PrivateCluster:
 
     def start(self) -> None:
         bindir = server_binaries()
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
         self._chown(self.root)
+        sockets = self.socket_dir
+        if sockets != self.root:
+            private_dir(sockets)
+            self._chown(sockets)
         if not (self.data / "PG_VERSION").exists():
+            # Local (socket) connections only; TCP is off below, and refused here as well.
             self._check("initdb", _run_as_owner(
                 [str(bindir / "initdb"), "-D", str(self.data), "-U", "postgres",
-                 "--auth=trust", "-E", "UTF8", "--no-instructions"], self.owner))
+                 "--auth-local=trust", "--auth-host=reject", "-E", "UTF8",
+                 "--no-instructions"], self.owner))
         if self.running():
             return
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        # listen_addresses='' : no TCP socket (also for clusters made by older versions,
+        # whose pg_hba.conf trusted 127.0.0.1).
+        options = (f"-p {self.port} -k {shlex.quote(str(sockets))} -c listen_addresses='' "
+                   "-c unix_socket_permissions=0700")
         self._check("pg_ctl start", _run_as_owner(
             [str(bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "server.log"),
              "-o", options, "-w", "-t", "60", "start"], self.owner))
+        private_file(self.root / "server.log")
 
     def running(self) -> bool:
         bindir = server_binaries()

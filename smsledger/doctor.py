@@ -21,7 +21,7 @@ import phonenumbers
 from twilio.base.exceptions import TwilioException, TwilioRestException
 
 from schema.migrate import load_migrations
-from schema.settings import Settings, redact_url
+from schema.settings import Settings, SettingsError, redact_url
 from twilio_api.client import UNREACHABLE, make_client
 
 Level = Literal["ok", "warn", "fail"]
@@ -242,11 +242,36 @@ async def _check_service(client: Any, sid: str, inbound: str, status_url: str,
     return found
 
 
+def check_dashboard(settings: Settings) -> Finding:
+    """Whoever reaches the dashboard sees delivery data and (masked) numbers: beyond this
+    machine it needs a sign-in."""
+    from smsledger.dashboard_cmd import auth_mode
+
+    try:
+        mode = auth_mode(settings)
+    except SettingsError as exc:
+        return Finding("dashboard", "fail", f"the sign-in is half configured: {exc}")
+    url = settings.dashboard_url
+    if mode == "none":
+        if url and not _loopback(url):
+            return Finding("dashboard", "fail", f"SMSLEDGER_DASHBOARD_URL is {url} but the "
+                           "dashboard has no sign-in: set SMSLEDGER_OIDC_* (your identity "
+                           "provider) or SMSLEDGER_DASHBOARD_PASSWORD.")
+        return Finding("dashboard", "ok", "no sign-in configured, so `smsledger dashboard` "
+                       "listens on 127.0.0.1 only (reach it through an SSH tunnel)")
+    how = "your OpenID Connect provider" if mode == "oidc" else "a password"
+    if url and urlsplit(url).scheme != "https" and not _loopback(url):
+        return Finding("dashboard", "warn", f"sign-in with {how}, but {url} is plain http: "
+                       "put the dashboard behind TLS too.")
+    return Finding("dashboard", "ok", f"sign-in with {how}")
+
+
 async def diagnose(settings: Settings) -> list[Finding]:
     """Every check, in the order a person would fix them."""
     parts = await asyncio.gather(check_database(settings), check_public_url(settings),
                                  check_twilio(settings))
-    return [Finding("settings", "ok", "every setting parses")] + [f for p in parts for f in p]
+    return ([Finding("settings", "ok", "every setting parses")] + [f for p in parts for f in p]
+            + [check_dashboard(settings)])
 
 
 def render(findings: list[Finding]) -> str:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from schema.settings import Settings
+from sim.incidents import Incident
 from sim.traffic import Traffic, TrafficConfig
 from sim.twilio import SimConfig, TwilioSim, create_sim_app
 
@@ -26,6 +27,7 @@ class SimulateOptions:
     time_scale: float
     history_days: int
     drain: float
+    incident: tuple[Incident, ...] = ()
 
 
 async def run_simulation(args: SimulateOptions, settings: Settings) -> int:
@@ -34,7 +36,8 @@ async def run_simulation(args: SimulateOptions, settings: Settings) -> int:
         auth_token=settings.twilio_auth_token.reveal(), seed=args.seed, numbers=args.numbers,
         time_scale=args.time_scale, history_days=args.history_days,
         our_number=settings.twilio_phone_number or "+15005550006",
-        verify_service_sid=settings.twilio_verify_service_sid or "VA" + "0" * 32))
+        verify_service_sid=settings.twilio_verify_service_sid or "VA" + "0" * 32,
+        incidents=args.incident))
     runner = web.AppRunner(create_sim_app(sim), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", args.twilio_port)
@@ -51,7 +54,7 @@ async def run_simulation(args: SimulateOptions, settings: Settings) -> int:
         our_number=settings.twilio_phone_number or "+15005550006", rate=args.rate,
         duration=args.duration, seed=args.seed,
         verify=bool(settings.twilio_verify_service_sid),
-        report_every_s=0 if args.duration else 15))
+        report_every_s=0 if args.duration else 15, incidents=args.incident))
     loop = asyncio.get_running_loop()
     run = asyncio.ensure_future(traffic.run())
     loop.add_signal_handler(signal.SIGTERM, run.cancel)

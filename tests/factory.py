@@ -10,13 +10,14 @@ from pathlib import Path
 import asyncpg
 import duckdb
 
-from analytics.hygiene import load_rules
-from analytics.lake import Lake
+from analytics.hygiene import HygieneRules, load_rules
+from analytics.lake import Lake, write_pointer
 from analytics.model import open_model
 from analytics.reader import prepare
 from analytics.rollup import Rollup, RollupResult
 from schema import events, store
 from schema.events import Event, Source
+from schema.sources.webhooks import inbound_message, status_callback
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 OUR = "+15005550006"
@@ -38,7 +39,7 @@ def status(sid: str, to: str, st: str, when: datetime, code: int | None = None) 
             "AccountSid": "AC" + "0" * 32}
     if code is not None:
         form["ErrorCode"] = str(code)
-    return events.status_callback(form, received_at=when)
+    return status_callback(form, received_at=when)
 
 
 def message(n: int, to: str, when: datetime, outcome: str = "delivered",
@@ -53,27 +54,23 @@ def message(n: int, to: str, when: datetime, outcome: str = "delivered",
 
 def inbound(n: int, phone: str, body: str, when: datetime) -> list[Event]:
     form = {"MessageSid": f"SM{n:032x}", "From": phone, "To": OUR, "Body": body}
-    return [at(e, when) for e in events.inbound_message(form)]
+    return [at(e, when) for e in inbound_message(form)]
 
 
 async def append(db: asyncpg.Connection, evs: Sequence[Event]) -> None:
     async with db.transaction():
         await store.append(db, list(evs))
-    await settled(db)
+
 
 
 async def settled(db: asyncpg.Connection, timeout_s: float = 60) -> None:
     """Wait until every committed event is below the gap-free reader's horizon
-    (``pg_snapshot_xmin``), so that a rollup right after sees all of them. The horizon is the
-    server's oldest running transaction in ANY database: on a server shared with other test
-    sessions (one creating a database from a template, say) it can trail our commit."""
+    (``read_horizon()``, migration 0018), so that a rollup right after sees all of them."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not await db.fetchval(
-            "SELECT coalesce(max(tx_id) < pg_snapshot_xmin(pg_current_snapshot()), true) "
-            "FROM events"):
+            "SELECT coalesce(max(tx_id) < read_horizon(), true) FROM events"):
         if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("an older transaction on the server held the read horizon "
-                               f"for {timeout_s:.0f} s")
+            raise TimeoutError(f"an open transaction held the read horizon for {timeout_s:.0f} s")
         await asyncio.sleep(0.05)
 
 
@@ -84,16 +81,52 @@ def lake_at(db_url: str, path: Path) -> Lake:
     return Lake(db_url, f"lake_{stem}", path)
 
 
-async def rollup(db_url: str, path: Path, batch_size: int = 1000,
+def publish(db_url: str, data_dir: Path, path: Path | None = None) -> Path:
+    """Name the model built at ``path`` (default ``data_dir/lake/model``) as the data dir's
+    current one, as the worker does: readers (``open_snapshot(data_dir)``) then open it."""
+    path = path or data_dir / "lake" / "model"
+    write_pointer(data_dir, lake_at(db_url, path))
+    return path
+
+
+async def rollup(db_url: str, path: Path, batch_size: int = 1000, *, complete: bool = True,
+                 rules: HygieneRules | None = None, deadline_s: float = 60,
                  ) -> tuple[duckdb.DuckDBPyConnection, RollupResult]:
+    """The real rollup into ``path``; with ``complete``, run again until the model holds every
+    event committed so far. The reader stops at PostgreSQL's snapshot horizon, which is
+    cluster-wide: a transaction open in another database of a shared server (another test
+    session's) can hold this one's events back from one run."""
     pg = await asyncpg.connect(db_url)
     try:
         await prepare(pg)
         duck = open_model(lake_at(db_url, path))
-        result = await Rollup(duck, load_rules(), batch_size=batch_size).run(pg)
+        rules = rules or load_rules()
+        roll = Rollup(duck, rules, batch_size=batch_size)
+        result = await (run_to_the_end(roll, pg, deadline_s) if complete else roll.run(pg))
         return duck, result
     finally:
         await pg.close()
+
+
+async def run_to_the_end(roll: Rollup, pg: asyncpg.Connection, deadline_s: float = 60,
+                         ) -> RollupResult:
+    """``roll.run(pg)``, again until the model holds every event committed before the call."""
+    stored = await pg.fetchval("SELECT count(*) FROM events")
+    deadline = asyncio.get_running_loop().time() + deadline_s
+    result = await roll.run(pg)
+    while (applied := _count(roll.duck, "events")) < stored:
+        assert asyncio.get_running_loop().time() < deadline, (
+            f"the rollup applied {applied} of {stored} events")
+        await asyncio.sleep(0.05)
+        more = await roll.run(pg)
+        result.events += more.events
+        result.batches += more.batches
+    return result
+
+
+def _count(con: duckdb.DuckDBPyConnection, name: str) -> int:
+    row = con.execute(f"SELECT count(*) FROM {name}").fetchone()  # noqa: S608
+    return int(row[0]) if row else 0
 
 
 def table(con: duckdb.DuckDBPyConnection, name: str, order: str) -> list[tuple[object, ...]]:

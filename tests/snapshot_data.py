@@ -11,15 +11,13 @@ from pathlib import Path
 import asyncpg
 from aiohttp.test_utils import TestClient, TestServer
 
-from analytics.hygiene import load_rules
 from analytics.pricefill import PriceFill
-from analytics.worker import WorkerConfig, run_worker
 from ingest.app import create_app
 from schema.settings import Secret, Settings
 from sim.traffic import Traffic, TrafficConfig
 from sim.twilio import SimConfig, TwilioSim, create_sim_app
 from smsledger.devdb import free_port
-from tests.conftest import TEST_TOKEN
+from tests.conftest import TEST_TOKEN, roll_up_everything
 from tests.factory import append, message
 from twilio_api.client import make_client
 
@@ -47,7 +45,7 @@ async def fill_prices(sim: TwilioSim, settings: Settings) -> None:
         await http.close()
 
 
-async def build(db_url: str, data_dir: Path, seconds: float = 3.0) -> None:
+async def build(db_url: str, data_dir: Path, count: int = 300) -> None:
     sim = TwilioSim(SimConfig(account_sid=ACCOUNT, auth_token=TEST_TOKEN, seed=9, numbers=250,
                               time_scale=0.02, verify_service_sid="VA" + "4" * 32,
                               price_delay_s=10))
@@ -62,7 +60,7 @@ async def build(db_url: str, data_dir: Path, seconds: float = 3.0) -> None:
         async with TestClient(TestServer(create_app(settings), port=port)) as client:
             traffic = Traffic(sim, TrafficConfig(
                 ingest_url=str(client.make_url("")).rstrip("/"), public_url=settings.public_url,
-                api_key=API_KEY, our_number=OUR, rate=100, duration=seconds, seed=9,
+                api_key=API_KEY, our_number=OUR, rate=100, count=count, seed=9,
                 verify=True))
             await traffic.run()
             await sim.drain()
@@ -78,5 +76,4 @@ async def build(db_url: str, data_dir: Path, seconds: float = 3.0) -> None:
         await append(db, planted)
     finally:
         await db.close()
-    await run_worker(WorkerConfig(database_url=db_url, data_dir=data_dir, rules=load_rules(),
-                                  once=True, hygiene_every_s=0), stop=asyncio.Event())
+    await roll_up_everything(db_url, data_dir)

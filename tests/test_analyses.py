@@ -18,8 +18,8 @@ from analytics.snapshot import open_snapshot
 from analytics.worker import WorkerConfig, run_worker
 from schema.settings import Secret, Settings
 from sim.twilio import SimConfig, TwilioSim, create_sim_app
-from tests.conftest import TEST_TOKEN
-from tests.factory import T0, append, inbound, message, rollup, settled
+from tests.conftest import TEST_TOKEN, roll_up_everything
+from tests.factory import T0, append, inbound, message, rollup
 from twilio_api.client import make_client
 
 US, GB = "+14155550123", "+447400123456"
@@ -86,13 +86,13 @@ async def test_worker_enriches_carriers_with_lookup(db_url: str, db: asyncpg.Con
         config = WorkerConfig(database_url=db_url, data_dir=tmp_path, rules=load_rules(),
                               once=True, lookup_limit=10, hygiene_every_s=0)
         try:
+            await roll_up_everything(db_url, tmp_path)   # the model knows every number
             await run_worker(config, client, stop=asyncio.Event())
             looked = await db.fetch("SELECT phone, payload->>'carrier_name' AS carrier "
                                     "FROM events WHERE type = 'number.looked_up' "
                                     "ORDER BY phone")
             assert [r["phone"] for r in looked] == sorted([US, GB])
-            await settled(db)
-            await run_worker(config, client, stop=asyncio.Event())   # applies the answers
+            await roll_up_everything(db_url, tmp_path)   # applies the answers
         finally:
             await http.close()
     con = open_snapshot(tmp_path)

@@ -1,20 +1,30 @@
 """Every dashboard page through Streamlit's AppTest, against a snapshot built by the real
-rollup from simulated traffic; the figures shown are checked against SQL of our own."""
+rollup from simulated traffic; the figures shown are checked against the oracle
+(``tests/oracle``: SQL of its own on the PostgreSQL event log), not against the model."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import math
+import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from analytics.snapshot import open_snapshot
+from dashboard import labels
 from tests import snapshot_data
+from tests.oracle import Filter, Oracle
 
 APP = "../dashboard/app.py"
+P99_MIN_SAMPLE = 100      # dashboard/views/otp.py shows p99 from this many OTPs on
 
 
 @pytest.fixture
@@ -29,6 +39,69 @@ def app(snapshot_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AppTest
     yield at
     st.cache_data.clear()
     st.cache_resource.clear()
+
+
+@dataclasses.dataclass
+class Truth:
+    """The oracle's figures for the snapshot's event log, with the dashboard's default filter
+    (the last 30 days, UTC): what each page must show."""
+    overview: dict[str, Any]
+    errors: dict[int, dict[str, Any]]
+    delivery: dict[str, dict[str, dict[str, Any]]]
+    otp: dict[str, dict[str, Any]]
+    verify: dict[str, int]
+    opt_outs: dict[tuple[str, str, str], int]
+    hygiene: dict[str, dict[str, Any]]
+    longest_timeline: tuple[str, list[tuple[Any, ...]]]
+
+
+@pytest.fixture(scope="module")
+def truth(snapshot_dir: Path, snapshot_db: str) -> Truth:
+    today = datetime.now(UTC).date()
+    f = Filter(start=datetime.combine(today - timedelta(days=30), time(), UTC),
+               end=datetime.combine(today + timedelta(days=1), time(), UTC))
+
+    async def compute() -> Truth:
+        conn = await asyncpg.connect(snapshot_db)
+        try:
+            oracle = await Oracle.open(conn)
+            sid = await conn.fetchval("SELECT message_sid FROM events WHERE message_sid LIKE "
+                                      "'SM%' GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1")
+            return Truth(
+                overview=await oracle.overview(f), errors=await oracle.error_breakdown(f),
+                delivery={dim: await oracle.delivery_by(dim, f)
+                          for dim in ("carrier", "country")},
+                otp=await oracle.otp_latency(None, f), verify=await oracle.verify(),
+                opt_outs=await oracle.opt_outs(), hygiene=await oracle.hygiene(),
+                longest_timeline=(sid, await oracle.timeline(sid)))
+        finally:
+            await conn.close()
+
+    return asyncio.run(compute())
+
+
+def number(text: str) -> float:
+    """A figure as the page shows it ("1,234", "97.3 %", "4.2 s") as a number."""
+    match = re.search(r"-?[0-9][0-9,]*(\.[0-9]+)?", text)
+    assert match, text
+    return float(match.group(0).replace(",", ""))
+
+
+def shown_rounded(text: str, value: float, decimals: int) -> bool:
+    """The page shows ``value`` rounded to ``decimals`` places."""
+    return abs(number(text) - value) <= 0.5 * 10 ** -decimals + 1e-9
+
+
+def close(a: Any, b: Any) -> bool:
+    if b is None or (isinstance(b, float) and math.isnan(b)):
+        return a is None or (isinstance(a, float) and math.isnan(a))
+    return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=1e-9)
+
+
+def code_of(label: str) -> str:
+    """``United Kingdom (GB)`` → ``GB``; ``unknown`` stays."""
+    match = re.search(r"\(([A-Z]{2})\)$", label)
+    return match.group(1) if match else label
 
 
 def sql(data_dir: Path, query: str, *params: Any) -> Any:
@@ -49,28 +122,25 @@ def goto(at: AppTest, page: str) -> AppTest:
     return at
 
 
-def test_overview_shows_the_true_figures(app: AppTest, snapshot_dir: Path) -> None:
-    [(sends, delivered, failed)] = sql(snapshot_dir, """
-        SELECT count(*), count(*) FILTER (WHERE status IN ('delivered', 'read')),
-               count(*) FILTER (WHERE status IN ('undelivered', 'failed')) FROM messages""")
-    [(otp_median,)] = sql(snapshot_dir, """
-        SELECT median(epoch(delivered_at - sent_at)) FROM messages WHERE category = 'otp'""")
+def test_overview_shows_the_true_figures(app: AppTest, truth: Truth) -> None:
+    o = truth.overview
     shown = metrics(app)
-    assert sends > 100
-    assert shown["Sends"] == f"{sends:,}"
-    assert shown["Failures"] == f"{failed:,}"
-    assert shown["Delivery rate"] == f"{delivered / (delivered + failed):.1%}"
-    assert shown["Median OTP latency"] == f"{otp_median:.1f} s"
+    assert o["sends"] > 100
+    assert number(shown["Sends"]) == o["sends"]
+    assert number(shown["Failures"]) == o["failed"]
+    assert shown_rounded(shown["Delivery rate"], 100 * o["delivery_rate"], 1)
+    assert shown["Median OTP latency"] == labels.duration(o["otp_median_s"])
     assert "Data as of" in app.sidebar.caption[0].value
-    assert len(app.get("vega_lite_chart")) == 2
+    assert len(app.get("vega_lite_chart")) == 3     # rate vs baseline, volume, funnel
 
 
-def test_errors_page_lists_every_code_with_its_class(app: AppTest, snapshot_dir: Path) -> None:
+def test_errors_page_lists_every_code_with_its_class(app: AppTest, truth: Truth) -> None:
     goto(app, "errors")
     table = app.dataframe[0].value
-    expected = dict(sql(snapshot_dir, "SELECT error_code, count(*) FROM messages "
-                                      "WHERE error_code IS NOT NULL GROUP BY 1"))
-    assert dict(zip(table["error_code"], table["messages"], strict=True)) == expected
+    assert dict(zip(table["error_code"], table["messages"], strict=True)) == {
+        code: row["messages"] for code, row in truth.errors.items()}
+    for code, share in zip(table["error_code"], table["share"], strict=True):
+        assert abs(share - truth.errors[code]["share"]) < 1e-9
     classes = dict(zip(table["error_code"], table["class"], strict=True))
     if 30005 in classes:
         assert classes[30005] == "Number: permanent (stop texting it)"
@@ -78,48 +148,55 @@ def test_errors_page_lists_every_code_with_its_class(app: AppTest, snapshot_dir:
         assert classes[30007] == "Yours: content filtered"
 
 
-def test_carriers_page_flags_the_worst(app: AppTest, snapshot_dir: Path) -> None:
+def test_carriers_page_shows_each_carriers_true_rate(app: AppTest, truth: Truth) -> None:
     goto(app, "carriers")
-    by_carrier = app.dataframe[0].value
-    carriers = {r[0] or "unknown" for r in sql(snapshot_dir, "SELECT carrier FROM message_facts")}
-    assert set(by_carrier["carrier"]) == carriers
-    worst = by_carrier["delivery_rate"].min()
-    assert by_carrier.iloc[0]["flag"] == "▼ worst"
-    assert by_carrier.iloc[0]["delivery_rate"] == worst
-    assert set(app.dataframe[1].value["country"]) >= {"United States (US)",
-                                                      "United Kingdom (GB)"}
+    for frame, dim in ((app.dataframe[0].value, "carrier"), (app.dataframe[1].value, "country")):
+        want = truth.delivery[dim]
+        keys = [code_of(k) for k in frame[dim]] if dim == "country" else list(frame[dim])
+        assert set(keys) == set(want), dim
+        for key, (_, row) in zip(keys, frame.iterrows(), strict=True):
+            for name in ("messages", "delivered", "failed"):
+                assert row[name] == want[key][name], (dim, key, name)
+            assert close(row["delivery_rate"], want[key]["delivery_rate"]), (dim, key)
+            assert close(row["median_latency_s"], want[key]["median_latency_s"]), (dim, key)
+        worst = min(r["delivery_rate"] for r in want.values() if r["delivery_rate"] is not None)
+        assert frame.iloc[0]["flag"] == "▼ worst"
+        assert close(frame.iloc[0]["delivery_rate"], worst)
+    assert {"US", "GB"} <= set(truth.delivery["country"])
 
 
-def test_otp_page_percentiles_and_verify(app: AppTest, snapshot_dir: Path) -> None:
+def test_otp_page_percentiles_and_verify(app: AppTest, truth: Truth) -> None:
     goto(app, "otp")
-    [(p50, p90, p99, n)] = sql(snapshot_dir, """
-        SELECT quantile_cont(l, 0.5), quantile_cont(l, 0.9), quantile_cont(l, 0.99), count(*)
-        FROM (SELECT epoch(delivered_at - sent_at) AS l FROM messages
-              WHERE category = 'otp' AND delivered_at IS NOT NULL AND sent_at IS NOT NULL)""")
+    otp = truth.otp["all"]
     shown = metrics(app)
-    assert (shown["p50"], shown["p90"], shown["p99"]) == (
-        f"{p50:.1f} s", f"{p90:.1f} s", f"{p99:.1f} s")
-    assert shown["Delivered OTPs"] == f"{n:,}"
-    [(started,)] = sql(snapshot_dir, "SELECT count(*) FROM events "
-                                     "WHERE type = 'verification.started'")
-    assert started > 0 and shown["Verifications started"] == f"{started:,}"
+    for p in ("p50", "p90", "p99"):
+        thin = p == "p99" and otp["delivered"] < P99_MIN_SAMPLE
+        assert shown[p] == ("–" if thin else labels.duration(otp[f"{p}_s"])), p
+    assert number(shown["Delivered OTPs"]) == otp["delivered"]
+    assert truth.verify["started"] > 0
+    assert number(shown["Verifications started"]) == truth.verify["started"]
+    assert number(shown["Approved"]) == truth.verify["approved"]
 
 
-def test_unreachable_page_masks_and_counts(app: AppTest, snapshot_dir: Path) -> None:
+def test_unreachable_page_masks_and_counts(app: AppTest, truth: Truth) -> None:
     goto(app, "unreachable")
-    expected = dict(sql(snapshot_dir, "SELECT verdict, count(*) FROM numbers "
-                                      "WHERE verdict <> 'ok' GROUP BY 1"))
+    expected: dict[str, int] = {}
+    for row in truth.hygiene.values():
+        if row["verdict"] != "ok":
+            expected[row["verdict"]] = expected.get(row["verdict"], 0) + 1
     assert "unreachable" in expected and "remove" in expected
     shown = metrics(app)
     for verdict, count in expected.items():
-        assert shown[verdict.replace("_", " ").capitalize()] == str(count)
+        assert number(shown[verdict.replace("_", " ").capitalize()]) == count
     table = app.dataframe[0].value
     assert len(table) == sum(expected.values())
     assert all(p.startswith("•••") and len(p) == 7 for p in table["phone"])
     row = table[table["phone"] == "•••" + snapshot_data.UNREACHABLE[-4:]].iloc[0]
     assert row["verdict"] == "Unreachable" and row["error_codes"] == "30003x3"
+    assert truth.hygiene[snapshot_data.UNREACHABLE]["verdict"] == "unreachable"
     app.multiselect(key="verdicts").set_value(["unreachable"]).run()
     assert list(app.dataframe[0].value["verdict"].unique()) == ["Unreachable"]
+    assert len(app.dataframe[0].value) == expected["unreachable"]
 
 
 def test_unmasked_when_configured(snapshot_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -134,23 +211,24 @@ def test_unmasked_when_configured(snapshot_dir: Path, monkeypatch: pytest.Monkey
     st.cache_resource.clear()
 
 
-def test_opt_outs_page(app: AppTest, snapshot_dir: Path) -> None:
+def test_opt_outs_page(app: AppTest, truth: Truth) -> None:
     goto(app, "opt_outs")
-    [(outs,)] = sql(snapshot_dir, "SELECT count(*) FROM events WHERE type = 'contact.opted_out'")
-    if outs:
-        assert metrics(app)["Opt-outs"] == str(outs)
-    else:
-        assert "No opt-outs" in app.info[0].value
+    totals = {kind: sum(n for (_, k, _), n in truth.opt_outs.items() if k == kind)
+              for kind in ("opted_out", "opted_in", "help_requested")}
+    assert totals["opted_out"] > 0        # the simulated traffic opens with STOPs
+    shown = metrics(app)
+    assert number(shown["Opt-outs"]) == totals["opted_out"]
+    assert number(shown["Opt-ins"]) == totals["opted_in"]
+    assert number(shown["Help requests"]) == totals["help_requested"]
 
 
-def test_explorer_shows_a_whole_timeline(app: AppTest, snapshot_dir: Path) -> None:
+def test_explorer_shows_a_whole_timeline(app: AppTest, truth: Truth) -> None:
     goto(app, "explorer")
-    [(sid, n)] = sql(snapshot_dir, "SELECT message_sid, count(*) FROM events "
-                                   "WHERE message_sid LIKE 'SM%' GROUP BY 1 "
-                                   "ORDER BY 2 DESC, 1 LIMIT 1")
+    sid, line_events = truth.longest_timeline
     app.text_input(key="explore").input(sid).run()
     line = app.dataframe[0].value
-    assert len(line) == n and line["What"].iloc[0] in ("Sent to Twilio", "Status from Twilio")
+    assert len(line) == len(line_events)
+    assert line["What"].iloc[0] in ("Sent to Twilio", "Status from Twilio")
     app.text_input(key="explore").input("SM" + "0" * 32).run()
     assert "No events" in app.warning[0].value
 
@@ -219,3 +297,16 @@ def test_cost_page_shows_final_prices_apart_from_estimates(app: AppTest,
     by_country = app.dataframe[0].value
     assert by_country["final_usd"].sum() == pytest.approx(final)
     assert by_country["messages"].sum() == messages
+
+
+def test_fraud_page_shows_conversion_by_prefix(app: AppTest, snapshot_dir: Path) -> None:
+    goto(app, "fraud")
+    [(starts, approved)] = sql(snapshot_dir, """
+        SELECT count(DISTINCT detail) FILTER (WHERE type = 'verification.started'),
+               count(DISTINCT detail) FILTER (WHERE type = 'verification.checked'
+                                              AND status = 'approved') FROM events""")
+    assert starts > 0
+    table = app.dataframe[-1].value
+    assert table["verifications"].sum() == starts
+    assert table["approvals"].sum() >= approved
+    assert "No prefix looks pumped" in app.success[0].value      # ordinary simulated traffic

@@ -60,7 +60,7 @@ async def test_doctor_passes_on_a_right_setup(db_url: str, tmp_path: Path) -> No
     checks = by_check(findings)
     assert not [f for f in findings if f.level == "fail"], render(findings)
     for name in ("database", "migrations", "ingester", "twilio", "sender", "messaging service",
-                 "status callback", "verify"):
+                 "status callback", "verify", "dashboard"):
         assert checks[name].level == "ok", render(findings)
     # A loopback public URL works with the simulator but is no place for real Twilio.
     assert checks["public URL"].level == "warn"
@@ -116,8 +116,8 @@ def dataclass_replace(settings: Settings, **changes: Any) -> Settings:
 
 
 async def test_simulate_duration_ends_within_its_drain(db_url: str, tmp_path: Path) -> None:
-    """``simulate --duration 5`` stops sending at 5 s, waits at most --drain (10 s) for the
-    callbacks still on their way, says how many it waited for and dropped, and exits."""
+    """``simulate --duration 5`` stops sending at 5 s, waits at most --drain for the callbacks
+    still on their way, says how many it waited for and dropped, and exits within 20 s."""
     import asyncio
     import os
     import subprocess
@@ -136,7 +136,7 @@ async def test_simulate_duration_ends_within_its_drain(db_url: str, tmp_path: Pa
                    SMSLEDGER_PUBLIC_URL=ingest_url, DATABASE_URL=db_url)
         argv = [sys.executable, "-m", "smsledger.cli", "simulate", "--ingest-url", ingest_url,
                 "--twilio-port", str(twilio_port),
-                "--duration", "5", "--rate", "10", "--numbers", "50"]
+                "--duration", "5", "--drain", "5", "--rate", "10", "--numbers", "50"]
         # The ingester runs in this event loop: run the simulator beside it, not blocking it.
         proc = await asyncio.create_subprocess_exec(
             *argv, env=env, cwd=Path(__file__).parent.parent,
@@ -151,4 +151,22 @@ async def test_simulate_duration_ends_within_its_drain(db_url: str, tmp_path: Pa
     assert proc.returncode == 0, text
     assert "sent:" in text, text
     assert "callbacks delivered: 0," not in text, text
-    assert "waited up to 10 s for" in text and "dropped" in text, text
+    assert "waited up to 5 s for" in text and "dropped" in text, text
+
+
+def test_doctor_wants_a_sign_in_for_a_dashboard_beyond_this_machine(tmp_path: Path) -> None:
+    from smsledger.doctor import check_dashboard
+
+    local = Settings(data_dir=tmp_path)
+    assert check_dashboard(local).level == "ok" and "127.0.0.1" in check_dashboard(local).text
+    exposed = Settings(data_dir=tmp_path, dashboard_url="https://ops.example.com")
+    finding = check_dashboard(exposed)
+    assert finding.level == "fail" and "SMSLEDGER_DASHBOARD_PASSWORD" in finding.text
+    guarded = Settings(data_dir=tmp_path, dashboard_url="https://ops.example.com",
+                       dashboard_password=Secret("correct horse battery"))
+    assert check_dashboard(guarded).level == "ok"
+    clear = Settings(data_dir=tmp_path, dashboard_url="http://ops.example.com",
+                     dashboard_password=Secret("correct horse battery"))
+    assert check_dashboard(clear).level == "warn"
+    half = Settings(data_dir=tmp_path, oidc_client_id="smsledger")
+    assert check_dashboard(half).level == "fail"

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from ingest.app import create_app
 from schema.settings import Settings
-from tests.conftest import post_signed, status_form
+from tests.conftest import post_signed, status_form, until
 
 
 async def test_full_queue_answers_503_at_once_and_acks_only_stored(
@@ -81,7 +81,7 @@ async def test_disk_full_while_the_database_stalls_is_503_never_2xx(
         finally:
             await locker.close()
     assert status == 503 and "unavailable" in body
-    await asyncio.sleep(0.2)
+    # The app has shut down (its flushers drained and stopped): nothing can arrive later.
     assert await db.fetchval("SELECT count(*) FROM events") == 0
 
 
@@ -193,7 +193,7 @@ async def test_every_flusher_outlives_a_burst(settings: Settings, db: asyncpg.Co
                 post_signed(client, "/twilio/status", status_form(f"SM{burst}{i:031d}", "sent"))
                 for i in range(30)))
             assert all(status == 200 for status, _ in results)
-            await asyncio.sleep(0.05)
+            await until(lambda: appender.idle_flushers == 2)   # both back to waiting
         assert appender.flushers_running == 2
     assert await db.fetchval("SELECT count(*) FROM events") == 90
 
@@ -212,7 +212,7 @@ async def test_a_burst_is_split_so_its_first_half_commits_first(
     appender = GroupCommitAppender(pool, metrics, queue_size=100, batch_max=100, timeout_s=5)
     appender.start()
     try:
-        await asyncio.sleep(0.05)                   # both flushers waiting for work
+        await until(lambda: appender.idle_flushers == 2)   # both flushers waiting for work
         assert not appender.should_defer()          # nothing queued: never
         first = [appender.append([status(f"SM{i:032x}", "+14155550123", "sent", T0)])
                  for i in range(SPLIT_MIN - 1)]

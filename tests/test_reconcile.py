@@ -20,10 +20,11 @@ from schema import store
 from schema.events import InvalidEvent, Source, message_sent
 from schema.settings import Secret, Settings
 from sim.twilio import SimConfig, TwilioSim, create_sim_app
-from tests.conftest import TEST_TOKEN
+from tests.conftest import TEST_TOKEN, until
 from twilio_api.client import make_client
 
 ACCOUNT = "AC" + "5" * 32
+TERMINAL = ("delivered", "undelivered", "failed")
 
 
 @dataclasses.dataclass
@@ -59,8 +60,8 @@ async def test_reconcile_recovers_lost_callbacks_and_unknown_failures(
     assert twilio.sim.create_message({"To": good[1].e164, "From": "+15005550006",
                                       "Body": "hi"}, [])[0] == 400
     await twilio.sim.drain()
-    import asyncio
-    await asyncio.sleep(0.1)                         # the resource reaches its final status
+    await until(lambda: twilio.sim.messages[lost["sid"]]["status"] in TERMINAL,
+                what="the resource reaches its final status")
     sent_at = datetime.now(UTC) - timedelta(minutes=30)
     async with db.transaction():
         await store.append(db, [message_sent(

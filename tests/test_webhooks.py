@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 from aiohttp.test_utils import TestClient
 
+from sim.twilio import TwilioSim
 from tests.conftest import PUBLIC_URL, post_signed, sign, status_form
 
 Client = TestClient[object, object]
@@ -105,26 +106,35 @@ async def test_alphanumeric_and_short_code_senders_are_valid(ingest: Client,
     assert await count(db) == 4
 
 
-async def test_inbound_stop_start_help_become_contact_events(ingest: Client,
-                                                             db: asyncpg.Connection) -> None:
-    bodies = {"SM1": " stop ", "SM2": "START", "SM3": "help", "SM4": "OPT OUT", "SM5": "Revoke"}
-    for sid, body in bodies.items():
-        form = {"MessageSid": sid, "From": "+14155550100", "To": "+15005550006", "Body": body}
-        status, text = await post_signed(ingest, "/twilio/inbound", form)
-        assert status == 200
-        assert text.startswith("<?xml") and "<Response" in text and "<Message" not in text
-    rows = await db.fetch("SELECT type, message_sid FROM events WHERE type LIKE 'contact.%' "
-                          "ORDER BY message_sid")
-    assert [(r["message_sid"], r["type"]) for r in rows] == [
-        ("SM1", "contact.opted_out"), ("SM2", "contact.opted_in"),
-        ("SM3", "contact.help_requested"), ("SM5", "contact.opted_out")]
+async def test_inbound_stop_start_help_become_contact_events(
+        sim_ingest: tuple[TwilioSim, Client], db: asyncpg.Connection) -> None:
+    sim, ingest = sim_ingest
+    url, sign_url = str(ingest.make_url("/twilio/inbound")), PUBLIC_URL + "/twilio/inbound"
+    bodies = [" stop ", "START", "help", "OPT OUT", "Revoke"]
+    for body in bodies:
+        assert await sim.send_inbound(url, "+14155550100", "+15005550006", body,
+                                      sign_url) == 200
+    rows = await db.fetch("SELECT type, payload->>'keyword' AS keyword FROM events "
+                          "WHERE type LIKE 'contact.%' ORDER BY position")
+    assert [(r["keyword"], r["type"]) for r in rows] == [
+        ("STOP", "contact.opted_out"), ("START", "contact.opted_in"),
+        ("HELP", "contact.help_requested"), ("REVOKE", "contact.opted_out")]
     assert await count(db, "type = 'message.inbound'") == 5
+
+
+async def test_inbound_keywords_answer_twiml(ingest: Client) -> None:
+    form = {"MessageSid": "SM" + "5" * 32, "AccountSid": "AC" + "0" * 32,
+            "From": "+14155550100", "To": "+15005550006", "Body": "help"}
+    status, text = await post_signed(ingest, "/twilio/inbound", form)
+    assert status == 200
+    assert text.startswith("<?xml") and "<Response" in text and "<Message" not in text
 
 
 async def test_advanced_opt_out_type_wins_over_body(ingest: Client,
                                                     db: asyncpg.Connection) -> None:
-    form = {"MessageSid": "SM9", "From": "+14155550100", "To": "+15005550006",
-            "Body": "arrêtez", "OptOutType": "STOP", "MessagingServiceSid": "MG1"}
+    form = {"MessageSid": "SM" + "9" * 32, "AccountSid": "AC" + "0" * 32,
+            "From": "+14155550100", "To": "+15005550006", "Body": "arrêtez",
+            "OptOutType": "STOP", "MessagingServiceSid": "MG" + "1" * 32}
     assert (await post_signed(ingest, "/twilio/inbound", form))[0] == 200
     assert await count(db, "type = 'contact.opted_out' AND phone = '+14155550100'") == 1
 

@@ -17,11 +17,12 @@ if "explore_request" in st.session_state:      # a click on another page brought
     st.session_state["explore"] = st.session_state.pop("explore_request")
 text = st.text_input("Message SID, phone number, or a number's last 4 digits", key="explore",
                      placeholder="SM0123…, +1 415 555 0123, 4155550123 or 0123")
-search = Search.parse(text)
+pinned = st.session_state.get("explore_pinned", "")
+search = Search("number", pinned) if pinned and text == mask(pinned) else Search.parse(text)
 if search.kind == "empty":
     st.caption("Every send, status callback, reply and opt-out is an immutable event; this "
                "shows them all for one message or one number. The other pages open it too: "
-               "click a row in Unreachable numbers, Errors or Carriers & countries.")
+               "click a row in Unreachable numbers, Errors, Carriers & countries or Alerts.")
     st.stop()
 
 key = ""
@@ -44,7 +45,8 @@ elif search.kind == "digits":
 else:
     what = {"sid_prefix": f"SIDs starting {search.value}",
             "error": f"error {search.value}", "carrier": f"carrier {search.value}",
-            "country": f"country {labels.country(search.value)}"}[search.kind]
+            "country": f"country {labels.country(search.value)}",
+            "sender": f"sender {search.value}"}[search.kind]
     messages: pd.DataFrame = cached(path, "find_messages", search)
     if messages.empty:
         st.warning(f"No messages with {what} in this snapshot.")
@@ -76,6 +78,7 @@ st.subheader(f"{title}: {len(line)} events")
 st.caption("**When** is the event's own time (Twilio's, where it sent one: Event Streams, "
            "reconcile, backfill); **Stored** is when smsledger received it. Oldest first, in "
            "the order they were stored.")
+one_number = not key.startswith(("SM", "MM"))
 timeline = pd.DataFrame({
     "When": line["occurred_at"], "Stored": line["received_at"],
     "What": line["type"].map(lambda t: labels.label(labels.EVENT_TYPES, t)),
@@ -85,7 +88,9 @@ timeline = pd.DataFrame({
     "Message": line["message_sid"].fillna(""),
     "Number": line["phone"].map(mask),
     "Detail": line["detail"].fillna("")})
+# The column the search fixed says nothing new on every row: left out, so the rest fits.
+timeline = timeline.drop(columns=["Number"] if one_number else ["Message"])
 st.dataframe(timeline, hide_index=True, width="stretch", column_config={
-    "When": st.column_config.DatetimeColumn("When", format="YYYY-MM-DD HH:mm:ss"),
-    "Stored": st.column_config.DatetimeColumn("Stored", format="YYYY-MM-DD HH:mm:ss"),
+    "When": st.column_config.DatetimeColumn("When (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+    "Stored": st.column_config.DatetimeColumn("Stored (UTC)", format="YYYY-MM-DD HH:mm:ss"),
     "Detail": st.column_config.TextColumn("Detail", width="large")})

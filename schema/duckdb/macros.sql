@@ -1,15 +1,39 @@
--- The writer's macros, in its own session (DuckLake stores tables and views, not macros).
+-- What the readers of the DuckDB model share, defined once: the status groups, the verdict
+-- order, and the filtered view of messages the dashboard's filters select.
+-- TEMP macros: a read-only snapshot connection can create them, and each connection (each
+-- cursor) gets its own from analytics.queries.prepare.
 
--- A status's place in a message's life; the highest key is the final status, whatever order
--- the callbacks came in. Unknown statuses rank between sending and sent. partially_delivered
--- (some segments of a multi-segment message delivered) outranks the failures: a receipt that
--- something arrived says more than one that something did not. canceled (a scheduled message
--- withdrawn before sending) ranks under the failures: a failure callback means it was sent.
-CREATE OR REPLACE TEMP MACRO status_key(s, code) AS
-    CASE WHEN s IS NULL THEN NULL ELSE
-        (CASE s WHEN 'scheduled' THEN 10 WHEN 'accepted' THEN 11 WHEN 'queued' THEN 20
-                WHEN 'sending' THEN 30 WHEN 'sent' THEN 40 WHEN 'receiving' THEN 41
-                WHEN 'received' THEN 50 WHEN 'partially_delivered' THEN 65
-                WHEN 'canceled' THEN 60 WHEN 'undelivered' THEN 61 WHEN 'failed' THEN 62
-                WHEN 'delivered' THEN 70 WHEN 'read' THEN 80 ELSE 35 END)::BIGINT * 1000000
-        + coalesce(code, 0) END;
+-- A final status that reached the handset / that did not. Some segments of a
+-- partially_delivered message arrived: the handset exists and receives, so it counts as
+-- delivered. canceled (withdrawn before sending) is neither: it is not in the delivery rate,
+-- whose denominator is the messages with an outcome.
+CREATE OR REPLACE TEMP MACRO is_delivered(status) AS
+    status IN ('delivered', 'read', 'partially_delivered');
+CREATE OR REPLACE TEMP MACRO is_failed(status) AS status IN ('undelivered', 'failed');
+
+-- The hygiene report's order: what to remove first.
+CREATE OR REPLACE TEMP MACRO verdict_rank(verdict) AS
+    CASE verdict WHEN 'remove' THEN 0 WHEN 'unreachable' THEN 1 WHEN 'blocked' THEN 2 ELSE 3 END;
+
+-- message_facts under the dashboard's filters (analytics.queries.Filters); a NULL filter
+-- selects everything.
+CREATE OR REPLACE TEMP MACRO facts_in(f_start, f_end, f_sender, f_category, f_country) AS TABLE
+    SELECT * FROM message_facts
+    WHERE (f_start IS NULL OR coalesce(sent_at, first_seen_at) >= f_start)
+      AND (f_end IS NULL OR coalesce(sent_at, first_seen_at) < f_end)
+      AND (f_sender IS NULL OR coalesce(from_number, messaging_service_sid) = f_sender)
+      AND (f_category IS NULL OR category = f_category)
+      AND (f_country IS NULL OR country = f_country);
+
+-- The same, with a column per dimension a chart can group by (unknowns named 'unknown'), and
+-- `scope` = 'all' for no grouping: a query picks one with COLUMNS(lambda c: c = $dim).
+CREATE OR REPLACE TEMP MACRO facts_by(f_start, f_end, f_sender, f_category, f_country) AS TABLE
+    SELECT * REPLACE (coalesce(carrier, 'unknown') AS carrier,
+                      coalesce(country, 'unknown') AS country,
+                      coalesce(category, 'unknown') AS category),
+           date_trunc('day', coalesce(sent_at, first_seen_at)) AS "day",
+           date_trunc('hour', coalesce(sent_at, first_seen_at)) AS hourly,
+           date_part('hour', coalesce(sent_at, first_seen_at)) AS "hour",
+           coalesce(from_number, messaging_service_sid, 'unknown') AS sender,
+           'all' AS scope
+    FROM facts_in(f_start, f_end, f_sender, f_category, f_country);

@@ -1,10 +1,10 @@
 -- The latest consent fact and the latest suppression fact for one phone number: the send path
 -- refuses while the latest of either says "out". Served by events_contact_phone.
-SELECT DISTINCT ON (kind) kind, type, received_at, payload::text AS payload
+SELECT DISTINCT ON (kind) kind, type, received_at, occurred_at, payload::text AS payload
 FROM (
     SELECT CASE WHEN type IN ('contact.opted_out', 'contact.opted_in') THEN 'consent'
                 ELSE 'suppression' END AS kind,
-           type, received_at, payload, position
+           type, received_at, occurred_at, payload, position
     FROM events
     WHERE phone = $1
       AND type IN ('contact.opted_out', 'contact.opted_in',
