@@ -136,7 +136,7 @@ async def test_rules_are_configuration(tmp_path: Path, db_url: str, db: asyncpg.
     rules = load_rules(strict)
     assert rules.version == "strict-1" and rules.unreachable_min_failures == 2
     await plant(db)
-    duck, _ = await rollup(db_url, tmp_path / "strict.duckdb", rules=rules)
+    duck, _ = await rollup(db_url, tmp_path / "strict", rules=rules)
     got = dict(duck.execute("SELECT phone, verdict FROM numbers").fetchall())
     assert got["+14155550109"] == "unreachable"   # 2 failures over 2 days now suffice
     assert got["+14155550102"] == "ok"            # 30006 is no longer permanent here

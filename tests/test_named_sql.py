@@ -38,9 +38,9 @@ def test_readers_hold_no_sql_of_their_own() -> None:
 def test_macros_and_optional_filters(tmp_path: Path) -> None:
     con = duckdb.connect(str(tmp_path / "m.duckdb"))
     con.execute("CREATE TABLE message_facts AS SELECT * FROM (VALUES "
-                "('a', 'delivered', 'US', 'otp', TIMESTAMPTZ '2026-11-01 10:00Z'), "
-                "('b', 'read', 'GB', 'otp', TIMESTAMPTZ '2026-11-02 10:00Z'), "
-                "('c', 'failed', 'US', 'marketing', TIMESTAMPTZ '2026-11-03 10:00Z')) "
+                "('a', 'delivered', 'US', 'otp', TIMESTAMPTZ '2026-11-01 10:00:00+00'), "
+                "('b', 'read', 'GB', 'otp', TIMESTAMPTZ '2026-11-02 10:00:00+00'), "
+                "('c', 'failed', 'US', 'marketing', TIMESTAMPTZ '2026-11-03 10:00:00+00')) "
                 "AS t(from_number, status, country, category, sent_at)")
     con.execute("ALTER TABLE message_facts ADD COLUMN first_seen_at TIMESTAMPTZ")
     con.execute("ALTER TABLE message_facts ADD COLUMN messaging_service_sid VARCHAR")
