@@ -153,6 +153,11 @@ class Rollup:
                     self.on_batch(len(batch))
                 if stop is not None and stop.is_set():
                     break
+                if len(batch) < self.batch_size:
+                    # The end of what was committed when it was read: this round is done. (A
+                    # round that chased events arriving meanwhile would never end, and the
+                    # numbers, the alerts and the reports wait for its end.)
+                    break
         finally:
             if not pending.done():
                 pending.cancel()
