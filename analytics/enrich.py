@@ -14,6 +14,7 @@ import asyncpg
 import duckdb
 from twilio.base.exceptions import TwilioRestException
 
+from analytics import queries
 from schema import store
 from schema.events import Event, number_looked_up
 from twilio_api.client import UNREACHABLE
@@ -23,9 +24,8 @@ log = logging.getLogger("smsledger.analytics.enrich")
 
 def numbers_to_look_up(duck: duckdb.DuckDBPyConnection, limit: int,
                        asked: set[str]) -> list[str]:
-    rows = duck.execute(
-        "SELECT phone FROM number_info WHERE looked_up_at IS NULL AND phone LIKE '+%' "
-        "ORDER BY phone LIMIT ?", [limit + len(asked)]).fetchall()
+    rows = duck.execute(queries.sql("numbers_to_look_up"),
+                        {"limit": limit + len(asked)}).fetchall()
     return [r[0] for r in rows if r[0] not in asked][:limit]
 
 

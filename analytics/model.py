@@ -1,21 +1,28 @@
-"""Opening the DuckDB model: the DDL from ``schema/duckdb/model.sql``, the error-code catalogue
-shipped as data, and the rollup cursor stored next to the rows it produced."""
+"""Opening the model for writing: the DuckLake (``analytics/lake.py``) with the DDL from
+``schema/duckdb/model.sql``, the error-code catalogue shipped as data, and the rollup cursor
+stored next to the rows it produced (one DuckLake transaction commits both)."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import os
 from datetime import UTC, datetime
 from importlib import resources
-from pathlib import Path
 
 import duckdb
 
-from schema.private_files import private_dir, private_file
+from analytics import lake as lakes
+from analytics.lake import Lake
 from schema.store import Cursor
 
 
 def ddl() -> str:
     return resources.files("schema").joinpath("duckdb", "model.sql").read_text(encoding="utf-8")
+
+
+def macros() -> str:
+    return resources.files("schema").joinpath("duckdb", "writer_macros.sql").read_text("utf-8")
 
 
 def error_catalogue() -> list[tuple[int, str, str, str]]:
@@ -24,24 +31,35 @@ def error_catalogue() -> list[tuple[int, str, str, str]]:
             for r in csv.DictReader(text.splitlines())]
 
 
-def open_model(path: Path | str) -> duckdb.DuckDBPyConnection:
-    """The writer's connection (one process at a time), with the model in place."""
-    if isinstance(path, Path):
-        private_dir(path.parent)
-    con = duckdb.connect(str(path))
-    if isinstance(path, Path):
-        private_file(path)
-    con.execute("SET TimeZone = 'UTC'")
-    # No automatic checkpoint inside a batch's commit (it rewrote the tables on every large
-    # commit); the worker checkpoints when it publishes a snapshot, once per round.
-    con.execute("SET checkpoint_threshold = '8GB'")
+def open_model(lake: Lake) -> duckdb.DuckDBPyConnection:
+    """The writer's connection (one process at a time: the worker's advisory lock), with the
+    model in place. Opening an up-to-date model writes nothing: every open would otherwise be
+    a new catalog snapshot."""
+    # DuckDB takes no file mode: the Parquet files (phone numbers) and the folders it makes
+    # get the process umask, so the writer's process makes everything private.
+    os.umask(0o077)
+    lakes.make_private_dir(lake.data_path.parent)
+    lakes.make_private_dir(lake.data_path)
     # Bounded memory whatever the backlog: DuckDB spills to disk past this.
-    con.execute("SET memory_limit = '512MB'")
-    con.execute(ddl())
-    con.execute("BEGIN")
-    con.execute("DELETE FROM error_codes")
-    con.executemany("INSERT INTO error_codes VALUES (?, ?, ?, ?)", error_catalogue())
-    con.execute("COMMIT")
+    con = lakes.connect(lake, read_only=False, memory_limit="512MB")
+    try:
+        con.execute(macros())
+        digest = hashlib.sha256((ddl() + repr(error_catalogue())).encode()).hexdigest()
+        exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = ? "
+                             "AND table_name = 'model_version'", [lakes.ALIAS]).fetchone()
+        if not exists or not exists[0] or con.execute(
+                "SELECT ddl_sha256 FROM model_version").fetchall() != [(digest,)]:
+            con.execute("BEGIN")
+            con.execute("CREATE TABLE IF NOT EXISTS model_version (ddl_sha256 VARCHAR NOT NULL)")
+            con.execute(ddl())
+            con.execute("DELETE FROM error_codes")
+            con.executemany("INSERT INTO error_codes VALUES (?, ?, ?, ?)", error_catalogue())
+            con.execute("DELETE FROM model_version")
+            con.execute("INSERT INTO model_version VALUES (?)", [digest])
+            con.execute("COMMIT")
+    except BaseException:
+        con.close()
+        raise
     return con
 
 

@@ -1,37 +1,44 @@
 """The analyses, as functions the dashboard and the reports share. Each takes a DuckDB
 connection (the published snapshot, read-only) and ``Filters``, and returns a DataFrame.
 
-Filter values are always bound parameters; the only SQL assembled here is a choice among fixed
-fragments (the dimension to group by, the filter clauses in use).
+The SQL is in ``analytics/sql/queries.sql``, by name; the status groups, the verdict order and
+the filtered views of messages are macros in ``schema/duckdb/macros.sql``, which ``prepare``
+gives each connection once. Every value, filters included, is a bound parameter.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import weakref
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import duckdb
 import pandas as pd
 
+from schema.named_sql import named, script
+
 OTP_SLOW_MEDIAN_S = 8.0   # users start giving up near 10 s
 
-# The final statuses that count as delivered and as failed (fixed SQL fragments). Some segments
-# of a partially_delivered message arrived: the handset exists and receives, so it counts as
-# delivered. canceled (withdrawn before sending) is neither: it is not in the delivery rate,
-# whose denominator is the messages with an outcome, and its segments are not counted as sent.
-DELIVERED = "('delivered', 'read', 'partially_delivered')"
-FAILED = "('undelivered', 'failed')"
+# What delivery_by and otp_latency can group by: columns of the facts_by macro.
+DIMENSIONS = ("day", "hourly", "hour", "carrier", "country", "sender", "category")
 
-DIMENSIONS = {
-    "day": "date_trunc('day', coalesce(sent_at, first_seen_at))",
-    "hourly": "date_trunc('hour', coalesce(sent_at, first_seen_at))",
-    "hour": "date_part('hour', coalesce(sent_at, first_seen_at))",      # hour of day
-    "carrier": "coalesce(carrier, 'unknown')",
-    "country": "coalesce(country, 'unknown')",
-    "sender": "coalesce(from_number, messaging_service_sid, 'unknown')",
-    "category": "coalesce(category, 'unknown')",
-}
+_prepared: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
+
+
+def sql(name: str) -> str:
+    """The query ``name`` of analytics/sql/queries.sql."""
+    return named("analytics", "sql/queries.sql")[name]
+
+
+def prepare(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """``con`` with the readers' macros (TEMP: per connection, and a cursor is a connection of
+    its own), created the first time it is seen."""
+    if con not in _prepared:
+        con.execute(script("schema", "duckdb/macros.sql"))
+        _prepared.add(con)
+    return con
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,56 +49,25 @@ class Filters:
     category: str | None = None
     country: str | None = None
 
-    def where(self, time_col: str = "coalesce(sent_at, first_seen_at)",
-              ) -> tuple[str, list[Any]]:
-        clauses: list[str] = ["true"]
-        params: list[Any] = []
-        if self.start is not None:
-            clauses.append(f"{time_col} >= ?")
-            params.append(self.start)
-        if self.end is not None:
-            clauses.append(f"{time_col} < ?")
-            params.append(self.end)
-        if self.sender:
-            clauses.append("coalesce(from_number, messaging_service_sid) = ?")
-            params.append(self.sender)
-        if self.category:
-            clauses.append("category = ?")
-            params.append(self.category)
-        if self.country:
-            clauses.append("country = ?")
-            params.append(self.country)
-        return " AND ".join(clauses), params
+    def params(self) -> dict[str, Any]:
+        """The bound values of ``$start``, ``$end``, ``$sender``, ``$category``,
+        ``$country``; an empty choice is no filter."""
+        return {"start": self.start, "end": self.end, "sender": self.sender or None,
+                "category": self.category or None, "country": self.country or None}
 
 
-    def event_where(self) -> tuple[str, list[Any]]:
-        """The date range for timeline queries (``events.occurred_at``); the other filters
-        describe messages, not events."""
-        clauses: list[str] = ["true"]
-        params: list[Any] = []
-        if self.start is not None:
-            clauses.append("occurred_at >= ?")
-            params.append(self.start)
-        if self.end is not None:
-            clauses.append("occurred_at < ?")
-            params.append(self.end)
-        return " AND ".join(clauses), params
+def _df(con: duckdb.DuckDBPyConnection, name: str, params: Mapping[str, Any]) -> pd.DataFrame:
+    return prepare(con).execute(sql(name), dict(params)).df()
 
 
-def _df(con: duckdb.DuckDBPyConnection, query: str, params: list[Any]) -> pd.DataFrame:
-    return con.execute(query, params).df()
+def _dimension(dim: str) -> str:
+    if dim not in DIMENSIONS:
+        raise KeyError(f"no dimension {dim!r} (one of {', '.join(DIMENSIONS)})")
+    return dim
 
 
 def overview(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> dict[str, Any]:
-    where, params = f.where()
-    row = con.execute(f"""
-        SELECT count(*), count(*) FILTER (WHERE status IN {DELIVERED}),
-               count(*) FILTER (WHERE status IN {FAILED}),
-               median(latency_s) FILTER (WHERE category = 'otp'),
-               sum(segments) FILTER (WHERE status IS DISTINCT FROM 'canceled'),
-               count(*) FILTER (WHERE status = 'canceled')
-        FROM message_facts WHERE {where}
-    """, params).fetchone()  # noqa: S608 (fixed clauses, bound values)
+    row = prepare(con).execute(sql("overview"), f.params()).fetchone()
     assert row is not None
     sends, delivered, failed, otp_p50, segments, canceled = row
     finished = delivered + failed
@@ -104,75 +80,29 @@ def delivery_by(con: duckdb.DuckDBPyConnection, dim: str, f: Filters = Filters()
                 ) -> pd.DataFrame:
     """Volume and delivery rate by day, hour, carrier, country, sender or category; the rate
     counts messages with a final outcome only."""
-    key = DIMENSIONS[dim]
-    where, params = f.where()
-    return _df(con, f"""
-        SELECT {key} AS {dim}, count(*) AS messages,
-               count(*) FILTER (WHERE status IN {DELIVERED}) AS delivered,
-               count(*) FILTER (WHERE status IN {FAILED}) AS failed,
-               delivered / nullif(delivered + failed, 0) AS delivery_rate,
-               median(latency_s) AS median_latency_s
-        FROM message_facts WHERE {where}
-        GROUP BY 1 ORDER BY {"1" if dim in ("day", "hourly", "hour") else "messages DESC"}
-    """, params)  # noqa: S608 (key is one of DIMENSIONS, values are bound)
+    return _df(con, "delivery_by", {**f.params(), "dim": _dimension(dim)})
 
 
 def status_funnel(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
-    where, params = f.where()
-    return _df(con, f"""
-        SELECT stage, count FROM (
-            SELECT 1 AS o, 'handed to Twilio' AS stage, count(*) AS count
-                FROM message_facts WHERE {where}
-            UNION ALL SELECT 2, 'sent to carrier', count(*) FROM message_facts
-                WHERE {where} AND (first_sent_at IS NOT NULL OR delivered_at IS NOT NULL
-                                   OR failed_at IS NOT NULL)
-            UNION ALL SELECT 3, 'delivered', count(*) FROM message_facts
-                WHERE {where} AND status IN {DELIVERED}
-        ) ORDER BY o
-    """, params * 3)  # noqa: S608
+    return _df(con, "status_funnel", f.params())
 
 
 def error_breakdown(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
     """Each error code with its meaning and class, how often, and where it hits."""
-    where, params = f.where()
-    return _df(con, f"""
-        SELECT error_code, any_value(error_meaning) AS meaning,
-               coalesce(any_value(error_class), 'unclassified') AS class,
-               count(*) AS messages,
-               count(*) / sum(count(*)) OVER () AS share,
-               string_agg(DISTINCT coalesce(carrier, 'unknown'), ', ') AS carriers,
-               string_agg(DISTINCT coalesce(country, 'unknown'), ', ') AS countries
-        FROM message_facts WHERE {where} AND error_code IS NOT NULL
-        GROUP BY error_code ORDER BY messages DESC
-    """, params)  # noqa: S608
+    return _df(con, "error_breakdown", f.params())
 
 
 def error_trend(con: duckdb.DuckDBPyConnection, f: Filters = Filters(),
                 period: str = "day") -> pd.DataFrame:
     unit = {"day": "day", "hour": "hour"}[period]
-    where, params = f.where()
-    return _df(con, f"""
-        SELECT date_trunc('{unit}', coalesce(failed_at, first_seen_at)) AS period,
-               error_code::VARCHAR AS error_code, count(*) AS messages
-        FROM message_facts WHERE {where} AND error_code IS NOT NULL
-        GROUP BY ALL ORDER BY 1, 2
-    """, params)  # noqa: S608
+    return _df(con, "error_trend", {**f.params(), "unit": unit})
 
 
 def otp_latency(con: duckdb.DuckDBPyConnection, by: str | None = None,
                 f: Filters = Filters()) -> pd.DataFrame:
     """Send → delivered latency of OTP messages: p50/p90/p99, and ``slow`` where the median
     passes 8 s."""
-    key = DIMENSIONS[by] if by else "'all'"
-    where, params = f.where()
-    frame = _df(con, f"""
-        SELECT {key} AS {by or 'scope'}, count(*) AS delivered,
-               quantile_cont(latency_s, 0.5) AS p50_s, quantile_cont(latency_s, 0.9) AS p90_s,
-               quantile_cont(latency_s, 0.99) AS p99_s
-        FROM message_facts
-        WHERE {where} AND category = 'otp' AND latency_s IS NOT NULL
-        GROUP BY 1 ORDER BY {"1" if by in ("hour", "day") else "p50_s DESC"}
-    """, params)  # noqa: S608
+    frame = _df(con, "otp_latency", {**f.params(), "dim": _dimension(by) if by else "scope"})
     frame["slow"] = frame["p50_s"] > OTP_SLOW_MEDIAN_S
     return frame
 
@@ -180,114 +110,52 @@ def otp_latency(con: duckdb.DuckDBPyConnection, by: str | None = None,
 def otp_latencies(con: duckdb.DuckDBPyConnection, f: Filters = Filters(),
                   limit: int = 50_000) -> pd.DataFrame:
     """Individual OTP latencies (for a histogram), newest first."""
-    where, params = f.where()
-    return _df(con, f"""
-        SELECT latency_s, carrier, country FROM message_facts
-        WHERE {where} AND category = 'otp' AND latency_s IS NOT NULL
-        ORDER BY sent_at DESC LIMIT ?
-    """, [*params, limit])  # noqa: S608
+    return _df(con, "otp_latencies", {**f.params(), "limit": limit})
+
+
+def _date_range(f: Filters) -> dict[str, Any]:
+    """The filters of timeline queries (``events.occurred_at``): the date range only; the
+    others describe messages, not events."""
+    return {"start": f.start, "end": f.end}
 
 
 def verify_conversion(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
     """Per day: verifications started, approved, and the share approved."""
-    where, params = f.event_where()
-    return _df(con, f"""
-        SELECT date_trunc('day', occurred_at) AS day,
-               count(DISTINCT detail) FILTER (WHERE type = 'verification.started') AS started,
-               count(DISTINCT detail) FILTER (WHERE type = 'verification.checked'
-                                              AND status = 'approved') AS approved,
-               approved / nullif(started, 0) AS conversion
-        FROM events WHERE {where} AND type LIKE 'verification.%'
-        GROUP BY 1 ORDER BY 1
-    """, params)  # noqa: S608
+    return _df(con, "verify_conversion", _date_range(f))
 
 
 def otp_conversion(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
     """Per day of sending: OTP messages, those confirmed through /v1/otp/confirm
     (``otp.confirmed``), and the share confirmed: OTP conversion without Verify."""
-    where, params = f.where()
-    return _df(con, f"""
-        SELECT date_trunc('day', coalesce(sent_at, first_seen_at)) AS day, count(*) AS sent,
-               count(*) FILTER (WHERE message_sid IN (
-                   SELECT message_sid FROM events WHERE type = 'otp.confirmed')) AS confirmed,
-               confirmed / nullif(sent, 0) AS conversion
-        FROM message_facts WHERE {where} AND category = 'otp'
-        GROUP BY 1 ORDER BY 1
-    """, params)  # noqa: S608
+    return _df(con, "otp_conversion", f.params())
 
 
 def opt_outs(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
     """Per day and keyword: opt-outs, opt-ins and help requests."""
-    where, params = f.event_where()
-    return _df(con, f"""
-        SELECT date_trunc('day', occurred_at) AS day,
-               replace(type, 'contact.', '') AS kind, coalesce(detail, '') AS keyword,
-               count(*) AS events
-        FROM events
-        WHERE {where}
-          AND type IN ('contact.opted_out', 'contact.opted_in', 'contact.help_requested')
-        GROUP BY ALL ORDER BY 1, 2, 4 DESC
-    """, params)  # noqa: S608
+    return _df(con, "opt_outs", _date_range(f))
 
 
 def flagged_numbers(con: duckdb.DuckDBPyConnection, verdicts: list[str] | None = None,
                     country: str | None = None) -> pd.DataFrame:
-    clauses: list[str] = ["verdict <> 'ok'"]
-    params: list[Any] = []
-    if verdicts:
-        clauses.append("list_contains(?, verdict)")
-        params.append(verdicts)
-    if country:
-        clauses.append("country = ?")
-        params.append(country)
-    return _df(con, f"""
-        SELECT phone, verdict, reason, error_codes, sends, deliveries, failures,
-               consecutive_failures, first_failure_at, last_failure_at, last_delivered_at,
-               country, carrier, line_type, action
-        FROM numbers WHERE {" AND ".join(clauses)}
-        ORDER BY CASE verdict WHEN 'remove' THEN 0 WHEN 'unreachable' THEN 1
-                 WHEN 'blocked' THEN 2 ELSE 3 END, last_failure_at DESC NULLS LAST
-    """, params)  # noqa: S608
+    return _df(con, "flagged_numbers",
+               {"verdicts": verdicts or None, "country": country or None})
 
 
 def refused_sends(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
     """Sends that never became messages: refused by smsledger before Twilio was called (opted
     out, suppressed, the fraud guard) or by Twilio at create time (its error code)."""
-    return _df(con, """
-        SELECT CASE WHEN type = 'message.refused' THEN 'smsledger' ELSE 'Twilio' END AS by,
-               CASE WHEN type = 'message.refused' THEN coalesce(detail, 'refused')
-                    ELSE coalesce(error_code::VARCHAR, 'refused') END AS reason,
-               count(*) AS sends
-        FROM events
-        WHERE type IN ('message.refused', 'message.send_failed')
-          AND (?::TIMESTAMPTZ IS NULL OR occurred_at >= ?)
-          AND (?::TIMESTAMPTZ IS NULL OR occurred_at < ?)
-        GROUP BY ALL ORDER BY sends DESC
-    """, [f.start, f.start, f.end, f.end])
+    return _df(con, "refused_sends", _date_range(f))
 
 
 def alert_marks(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
     """When alerts opened and resolved, for markers on the trend charts."""
-    return _df(con, """
-        SELECT occurred_at AS at,
-               CASE type WHEN 'alert.opened' THEN 'alert opened' ELSE 'alert resolved' END
-                   AS what
-        FROM events
-        WHERE type IN ('alert.opened', 'alert.resolved')
-          AND (?::TIMESTAMPTZ IS NULL OR occurred_at >= ?)
-          AND (?::TIMESTAMPTZ IS NULL OR occurred_at < ?)
-        ORDER BY occurred_at
-    """, [f.start, f.start, f.end, f.end])
+    return _df(con, "alert_marks", _date_range(f))
 
 
 def timeline(con: duckdb.DuckDBPyConnection, key: str) -> pd.DataFrame:
     """Every event of a message (SID) or a phone number, in log order: the event's own time
     (Twilio's where it gave one: Event Streams, reconcile, backfill) and when it was stored."""
-    return _df(con, """
-        SELECT occurred_at, received_at, type, status, error_code, source, message_sid, phone,
-               category, detail, position
-        FROM events WHERE message_sid = ? OR (? AND phone = ?) ORDER BY position
-    """, [key, not key.startswith(("SM", "MM")), key])
+    return _df(con, "timeline", {"key": key, "by_phone": not key.startswith(("SM", "MM"))})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -320,10 +188,7 @@ class Search:
 def find_numbers(con: duckdb.DuckDBPyConnection, digits: str, limit: int = 50,
                  ) -> pd.DataFrame:
     """Numbers whose last digits are ``digits``, most texted first."""
-    return _df(con, """
-        SELECT phone, country, carrier, sends, verdict FROM numbers
-        WHERE suffix(phone, ?) ORDER BY sends DESC, phone LIMIT ?
-    """, [digits, limit])
+    return _df(con, "find_numbers", {"digits": digits, "limit": limit})
 
 
 def find_messages(con: duckdb.DuckDBPyConnection, search: Search, limit: int = 200,
@@ -332,32 +197,24 @@ def find_messages(con: duckdb.DuckDBPyConnection, search: Search, limit: int = 2
     country, sender)."""
     code = None if search.kind != "error" else (
         int(search.value) if search.value.isdigit() else -1)   # -1: no code matches
-    return _df(con, """
-        SELECT message_sid, to_number AS phone, status, error_code, carrier, country,
-               coalesce(sent_at, first_seen_at) AS sent_at
-        FROM message_facts
-        WHERE (? IS NULL OR starts_with(message_sid, ?))
-          AND (? IS NULL OR error_code = ?)
-          AND (? IS NULL OR coalesce(carrier, 'unknown') = ?)
-          AND (? IS NULL OR coalesce(country, 'unknown') = ?)
-          AND (? IS NULL OR coalesce(from_number, messaging_service_sid) = ?)
-        ORDER BY coalesce(sent_at, first_seen_at) DESC LIMIT ?
-    """, [*[search.value if search.kind == "sid_prefix" else None] * 2, code, code,
-          *[search.value if search.kind == "carrier" else None] * 2,
-          *[search.value if search.kind == "country" else None] * 2,
-          *[search.value if search.kind == "sender" else None] * 2, limit])
+
+    def value_if(kind: str) -> str | None:
+        return search.value if search.kind == kind else None
+
+    return _df(con, "find_messages", {"sid_prefix": value_if("sid_prefix"), "code": code,
+                                      "carrier": value_if("carrier"),
+                                      "country": value_if("country"),
+                                      "sender": value_if("sender"), "limit": limit})
 
 
 def data_as_of(con: duckdb.DuckDBPyConnection) -> datetime | None:
-    row = con.execute("SELECT updated_at FROM rollup_cursor WHERE id = 1").fetchone()
+    row = con.execute(sql("data_as_of")).fetchone()
     return row[0] if row else None
 
 
 def filter_choices(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
-    def values(query: str) -> list[str]:
-        return [r[0] for r in con.execute(query).fetchall() if r[0] is not None]
+    def values(name: str) -> list[str]:
+        return [r[0] for r in con.execute(sql(name)).fetchall() if r[0] is not None]
 
-    return {"sender": values("SELECT DISTINCT coalesce(from_number, messaging_service_sid) "
-                             "FROM messages ORDER BY 1"),
-            "category": values("SELECT DISTINCT category FROM messages ORDER BY 1"),
-            "country": values("SELECT DISTINCT country FROM numbers ORDER BY 1")}
+    return {"sender": values("senders"), "category": values("categories"),
+            "country": values("countries")}

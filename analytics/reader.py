@@ -1,6 +1,6 @@
 """The catch-up reader: committed events after a cursor, gap-free, as Arrow, in bounded batches.
 
-Why (tx_id, position) and the horizon: see ``schema/sql/read_after.sql``. The batch travels as
+Why (tx_id, position) and the horizon: see ``schema/sql/rollup_batch.sql``. The batch travels as
 ``COPY (SELECT ...) TO STDOUT`` CSV, parsed by Arrow's multithreaded CSV reader straight into
 columns: no Python object per value, so memory stays flat per batch and the rate stays close to
 a raw COPY-out (bench/rollup measures both in the same run).

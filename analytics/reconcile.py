@@ -28,15 +28,10 @@ import asyncpg
 from twilio.base.exceptions import TwilioRestException
 
 from schema import store
-from schema.events import (
-    TERMINAL_STATUSES,
-    Event,
-    InvalidEvent,
-    Source,
-    api_message,
-    consent_from_resource,
-)
+from schema.events import TERMINAL_STATUSES, Event, InvalidEvent, Source
+from schema.named_sql import named
 from schema.private_files import private_dir, write_private
+from schema.sources.messages_api import api_message, consent_from_resource
 
 log = logging.getLogger("smsledger.analytics.reconcile")
 
@@ -44,15 +39,10 @@ FIELDS = ("sid", "body", "status", "error_code", "num_segments", "num_media", "d
           "messaging_service_sid", "date_created", "date_sent", "date_updated", "to", "price",
           "price_unit", "account_sid")
 
-UNSETTLED = """
-SELECT s.message_sid FROM events AS s
-WHERE s.type = 'message.sent' AND s.occurred_at >= $1 AND s.occurred_at < $2
-  AND NOT EXISTS (SELECT 1 FROM events AS t
-                  WHERE t.message_sid = s.message_sid AND t.type = 'message.status'
-                    AND t.status = ANY($3::text[]))
-ORDER BY s.occurred_at
-LIMIT $4
-"""
+
+
+def _sql(name: str) -> str:
+    return named("analytics", "sql/reconcile.sql")[name]
 
 
 def resource(instance: Any) -> dict[str, Any]:
@@ -76,7 +66,7 @@ async def reconcile(client: Any, pg: asyncpg.Connection, *, after: timedelta,
     now = datetime.now(UTC)
     result = ReconcileResult()
     sids = [r["message_sid"] for r in await pg.fetch(
-        UNSETTLED, now - max_age, now - after, sorted(TERMINAL_STATUSES), limit)]
+        _sql("unsettled"), now - max_age, now - after, sorted(TERMINAL_STATUSES), limit)]
     events: list[Event] = []
     for sid in sids:
         try:
@@ -105,8 +95,7 @@ async def reconcile(client: Any, pg: asyncpg.Connection, *, after: timedelta,
                 break
             page = await page.next_page_async()
         known = {r["message_sid"] for r in await pg.fetch(
-            "SELECT DISTINCT message_sid FROM events WHERE message_sid = ANY($1::text[])",
-            [m["sid"] for m in recent])}
+            _sql("known_messages"), [m["sid"] for m in recent])}
         for item in recent:
             if item["sid"] not in known:
                 result.unknown_found += 1

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import html
 import json
 import logging
 import os
 from collections import Counter
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 import duckdb
+import jinja2
 
+from analytics import queries
 from analytics.hygiene import HygieneRules
 from schema import store
 from schema.events import EventType, Source, suppression
@@ -32,6 +34,11 @@ log = logging.getLogger("smsledger.analytics.report")
 COLUMNS = ["phone", "verdict", "reason", "error_codes", "sends", "deliveries", "failures",
            "consecutive_failures", "first_failure_at", "last_failure_at", "last_delivered_at",
            "country", "carrier", "line_type", "recommended_action", "rules_version"]
+# The HTML is the summary a person reads: the evidence, without the enrichment and the rules
+# version that the CSV carries for tools.
+HTML_COLUMNS = ["phone", "verdict", "reason", "error_codes", "sends", "deliveries", "failures",
+                "consecutive_failures", "first_failure_at", "last_failure_at",
+                "last_delivered_at", "country"]
 # Verdicts that suppress the number (opt-outs already block sends on their own).
 SUPPRESS = ("remove", "unreachable", "blocked")
 
@@ -54,13 +61,7 @@ class HygieneReport:
 
 
 def flagged(con: duckdb.DuckDBPyConnection, rules: HygieneRules) -> list[dict[str, Any]]:
-    cur = con.execute(
-        "SELECT phone, verdict, reason, error_codes, sends, deliveries, failures, "
-        "consecutive_failures, first_failure_at, last_failure_at, last_delivered_at, country, "
-        "carrier, line_type, action AS recommended_action, suppressed "
-        "FROM numbers WHERE verdict <> 'ok' "
-        "ORDER BY CASE verdict WHEN 'remove' THEN 0 WHEN 'unreachable' THEN 1 "
-        "WHEN 'blocked' THEN 2 ELSE 3 END, last_failure_at DESC NULLS LAST, phone")
+    cur = queries.prepare(con).execute(queries.sql("hygiene_flagged"))
     names = [d[0] for d in cur.description]
     rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
     for row in rows:
@@ -101,21 +102,22 @@ def write_files(rows: list[dict[str, Any]], counts: dict[str, int], out_dir: Pat
         writer.writerow(COLUMNS)
         for row in rows:
             writer.writerow([_cell(row.get(c)) for c in COLUMNS])
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_cell(row.get(c)))}</td>" for c in COLUMNS[:12])
-        + "</tr>" for row in rows)
-    summary = "".join(f"<li><b>{html.escape(k)}</b>: {v}</li>" for k, v in sorted(counts.items()))
-    write_private(html_path, (
-        "<!doctype html><meta charset=utf-8><title>smsledger list hygiene</title>"
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}</style>"
-        f"<h1>List hygiene report</h1><p>{_cell(now)} · rules {html.escape(rules.version)} · "
-        f"{len(rows)} numbers flagged</p><ul>{summary}</ul><table><tr>"
-        + "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS[:12]) + f"</tr>{body}</table>"
+    write_private(html_path, _template().render(
+        generated_at=_cell(now), rules_version=rules.version, counts=sorted(counts.items()),
+        columns=HTML_COLUMNS, rows=[[_cell(row.get(c)) for c in HTML_COLUMNS] for row in rows],
     ).encode("utf-8"))
     for path, latest in ((csv_path, "hygiene-latest.csv"), (html_path, "hygiene-latest.html")):
         write_private(out_dir / latest, path.read_bytes())
     return csv_path, html_path
+
+
+@cache
+def _template() -> jinja2.Template:
+    """analytics/templates/hygiene.html; every value escaped (numbers' reasons come from
+    carrier error text and rules files)."""
+    env = jinja2.Environment(loader=jinja2.PackageLoader("analytics", "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined)
+    return env.get_template("hygiene.html")
 
 
 async def suppress_new(pg: asyncpg.Connection, rows: list[dict[str, Any]],

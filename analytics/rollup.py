@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
 
@@ -49,8 +50,10 @@ class RollupResult:
 
 class Rollup:
     def __init__(self, duck: duckdb.DuckDBPyConnection, rules: HygieneRules, *,
-                 batch_size: int = 100_000, crash_after_batches: int = 0) -> None:
+                 batch_size: int = 100_000, crash_after_batches: int = 0,
+                 on_batch: Callable[[int], None] | None = None) -> None:
         self.duck = duck
+        self.on_batch = on_batch   # progress: called with each applied batch's event count
         self.rules = rules
         self.batch_size = batch_size
         # Fault injection for the crash tests: SIGKILL ourselves inside the Nth batch's
@@ -97,6 +100,9 @@ class Rollup:
                         "SELECT DISTINCT phone FROM dirty_numbers")
             row = con.execute("SELECT count(*) FROM affected").fetchone()
             count = int(row[0]) if row else 0
+            if not count:   # a tick with nothing new writes nothing: no empty snapshot
+                con.execute("ROLLBACK")
+                return 0
             params = self.rules.sql_params()
             for statement in statements("refresh_numbers"):
                 con.execute(statement, {k: v for k, v in params.items() if f"${k}" in statement})
@@ -143,6 +149,8 @@ class Rollup:
                 await asyncio.to_thread(self.apply, batch, total)
                 result.events += len(batch)
                 result.batches += 1
+                if self.on_batch is not None:
+                    self.on_batch(len(batch))
                 if stop is not None and stop.is_set():
                     break
         finally:

@@ -1,34 +1,43 @@
-"""Opening the published snapshot read-only: what the dashboard and the reports read."""
+"""Opening the model read-only: what the dashboard, the reports and ``smsledger query`` read.
+
+There is no copy to open: a reader attaches the current lake (named by the pointer file in the
+data directory) read-only and sees its latest commit. Each query runs in its own transaction,
+i.e. on one catalog snapshot: a long query is never torn by commits made meanwhile, and it
+never holds the writer up.
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import duckdb
 
-from analytics.publish import snapshot_path
+from analytics import lake as lakes
+from analytics.lake import CatalogUnreachable, SnapshotMissing
+
+__all__ = ["CatalogUnreachable", "SnapshotMissing", "current_version", "open_snapshot",
+           "use_model"]
 
 
-class SnapshotMissing(RuntimeError):
-    pass
+def open_snapshot(data_dir: Path, database_url: str = "") -> duckdb.DuckDBPyConnection:
+    """A read-only connection on which the model's tables and views resolve by their plain
+    names (``messages``, ``numbers``, ``message_facts``, ...), times in UTC. The catalog's
+    password, if it has one, comes from ``database_url`` or else ``DATABASE_URL``.
+
+    Raises SnapshotMissing before the first rollup, CatalogUnreachable when the catalog
+    database does not answer."""
+    return lakes.connect(lakes.read_pointer(data_dir, database_url), read_only=True)
 
 
-def current_snapshot(data_dir: Path) -> Path:
-    """The file behind ``analytics.duckdb`` now (a new name for every publish)."""
-    path = snapshot_path(data_dir)
-    if not path.exists():
-        raise SnapshotMissing(f"no analytics snapshot at {path} yet: run `smsledger rollup "
-                              "--once` or `smsledger worker` first")
-    return Path(os.path.realpath(path))
+def use_model(cursor: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """A cursor of a reader's connection (a connection of its own: DuckDB's ``USE`` is per
+    connection) made to resolve the model's names too."""
+    cursor.execute(f"USE {lakes.ALIAS}")   # the time zone (UTC) is the connection's already
+    return cursor
 
 
-def connect_readonly(path: Path | str) -> duckdb.DuckDBPyConnection:
-    """A reader's connection to one snapshot file, times in UTC."""
-    con = duckdb.connect(str(path), read_only=True)
-    con.execute("SET TimeZone = 'UTC'")
-    return con
-
-
-def open_snapshot(data_dir: Path) -> duckdb.DuckDBPyConnection:
-    return connect_readonly(current_snapshot(data_dir))
+def current_version(con: duckdb.DuckDBPyConnection) -> int:
+    """The newest catalog snapshot this reader sees: it changes with every commit."""
+    row = con.execute("SELECT max(snapshot_id) FROM ducklake_snapshots(?)",
+                      [lakes.ALIAS]).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0

@@ -1,5 +1,10 @@
-"""The analytics worker: rollup every N seconds, Lookup enrichment, the hygiene report on a
-schedule, the snapshot published after every change. One leader at a time.
+"""The analytics worker: rollup every N seconds, Lookup enrichment, the hygiene report and the
+lake's compaction on a schedule. One leader at a time.
+
+Every batch's commit is at once visible to readers (the lake is the publication: nothing is
+copied); the first successful round names the lake in the pointer file readers open. When the
+catalog database is unreachable, the worker logs it and tries again every interval (``once``:
+it gives up with the error).
 
 Leadership is a PostgreSQL advisory lock held by the worker's connection: a second worker waits
 for it (it never opens the DuckDB file meanwhile, so it cannot double-apply), and takes over
@@ -22,9 +27,12 @@ from typing import Any
 import asyncpg
 from twilio.base.exceptions import TwilioException
 
-from analytics import enrich, publish
+from analytics import enrich
+from analytics import lake as lakes
 from analytics.alerting import Alerting, AlertsConfig
+from analytics.compact import compact
 from analytics.hygiene import HygieneRules
+from analytics.lake import CatalogUnreachable
 from analytics.model import open_model
 from analytics.pricefill import PriceFill
 from analytics.reader import prepare
@@ -58,6 +66,10 @@ class WorkerConfig:
     once: bool = False
     crash_after_batches: int = 0
     alerts: AlertsConfig | None = None   # None: no alert rules evaluated
+    compact_every_s: float = 600.0       # 0: never
+    lake_keep_s: float = 3600.0
+    compact_now: bool = False            # compact after the first round (rollup --compact)
+    crash_in_compaction: bool = False
 
 
 async def acquire_leadership(pg: asyncpg.Connection, stop: asyncio.Event) -> bool:
@@ -84,35 +96,66 @@ async def run_worker(config: WorkerConfig, twilio_client: Any = None,
             loop.add_signal_handler(sig, stop.set)
             handled.append(sig)
     total = RollupResult()
+    try:
+        while True:
+            try:
+                if not await _session(config, twilio_client, stop, total):
+                    return total
+                continue   # the model was rebuilt: go on with the new one
+            except (OSError, asyncpg.PostgresConnectionStatusError, asyncpg.CannotConnectNowError,
+                    asyncpg.InterfaceError, CatalogUnreachable) as exc:
+                if config.once:
+                    raise
+                log.warning("the event store or the analytics catalog is unreachable (%s); "
+                            "retrying in %.0f s", lakes.redact(str(exc), config.database_url)
+                            .splitlines()[0] if str(exc) else type(exc).__name__,
+                            config.interval_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), config.interval_s)
+                if stop.is_set():
+                    return total
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+
+
+async def _session(config: WorkerConfig, twilio_client: Any, stop: asyncio.Event,
+                   total: RollupResult) -> bool:
+    """One connection's worth of work: lead, then roll up round after round. True when
+    `rollup --rebuild` switched readers to a new lake (the caller starts over on it)."""
     pg = await roles.connect_as(config.database_url, roles.WORKER_ROLE)
     try:
         await prepare(pg)
         if not await acquire_leadership(pg, stop):
-            return total
+            return False
         private_dir(config.data_dir)
-        work = publish.work_path(config.data_dir)
-        duck = await asyncio.to_thread(open_model, work)
-        alerting = await Alerting(config.alerts).start() if config.alerts is not None else None
+        lake = lakes.writer_lake(config.data_dir, config.database_url)
+        duck = await asyncio.to_thread(open_model, lake)
+        if not lakes.pointer_path(config.data_dir).exists():
+            lakes.write_pointer(config.data_dir, lake)   # readers may open it from now on
+        alerting = Alerting(config.alerts) if config.alerts is not None else None
         try:
+            if alerting is not None:
+                await alerting.start()
             rollup = Rollup(duck, config.rules, batch_size=config.batch_size,
                             crash_after_batches=config.crash_after_batches)
             asked: set[str] = set()
             last_report = -float("inf")   # the first report follows the first rollup
             last_reconcile = time.monotonic()
+            last_compact = time.monotonic()
             prices = PriceFill(after=timedelta(seconds=config.price_fill_after_s),
                                limit=config.price_fill_limit)
             last_price_fill = -float("inf")
-            first = True
             while True:
+                if lakes.read_pointer(config.data_dir, config.database_url).schema \
+                        != lake.schema:
+                    log.info("the model was rebuilt; continuing on the new one")
+                    return True
                 result = await rollup.run(pg, stop)
                 total.events += result.events
                 total.batches += result.batches
-                if result.events or first:
-                    await asyncio.to_thread(publish.publish, duck, work,
-                                            publish.snapshot_path(config.data_dir))
-                    if result.events:
-                        log.info("applied %d events in %.2f s", result.events, result.seconds)
-                first = False
+                if result.events:
+                    log.info("applied %d events in %.2f s", result.events, result.seconds)
                 if alerting is not None and not stop.is_set():
                     await alerting.after_rollup(duck, pg)
                 if config.lookup_limit and twilio_client is not None and not stop.is_set():
@@ -151,6 +194,15 @@ async def run_worker(config: WorkerConfig, twilio_client: Any = None,
                                              config.data_dir / "reports", config.notify_url)
                     except (OSError, RuntimeError) as exc:
                         log.error("hygiene report failed: %s", exc)
+                if not stop.is_set() and (config.compact_now or config.crash_in_compaction or (
+                        config.compact_every_s
+                        and time.monotonic() - last_compact >= config.compact_every_s)):
+                    config.compact_now = False
+                    last_compact = time.monotonic()
+                    done = await asyncio.to_thread(
+                        compact, duck, timedelta(seconds=config.lake_keep_s),
+                        config.crash_in_compaction)
+                    log.info("compacted the lake: %s", done)
                 if config.once or stop.is_set():
                     break
                 with contextlib.suppress(TimeoutError):
@@ -160,7 +212,5 @@ async def run_worker(config: WorkerConfig, twilio_client: Any = None,
                 await alerting.close()
             duck.close()
     finally:
-        for sig in handled:
-            loop.remove_signal_handler(sig)
         await pg.close()   # closing the session releases the leader lock
-    return total
+    return False

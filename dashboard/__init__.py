@@ -1,1 +1,1 @@
-"""The Streamlit dashboard: reads only the published DuckDB snapshot."""
+"""The Streamlit dashboard: reads the analytics model read-only (analytics.snapshot)."""

@@ -1,9 +1,11 @@
 """What every dashboard page shares: the settings, the newest snapshot, the sidebar filters,
 phone masking, and cached queries.
 
-The dashboard reads only the published snapshot (never the worker's file, never PostgreSQL).
-Each publish is a new file behind ``analytics.duckdb``; a small fragment polls which file that
-is and reruns the app when it changes, so the pages refresh on their own.
+The dashboard reads the model read-only (``analytics.snapshot.open_snapshot``: the lake the
+worker writes, attached read-only; PostgreSQL only as the lake's catalog, never the event
+store's tables). Every worker commit is a new catalog snapshot; a small fragment polls its
+number and reruns the app when it changes, so the pages refresh on their own. Cached results
+are keyed by that "version" string, so nothing stale is served after a commit.
 """
 
 from __future__ import annotations
@@ -15,9 +17,16 @@ import duckdb
 import pandas as pd
 import streamlit as st
 
+from analytics import lake as lakes
 from analytics import queries
 from analytics.queries import Filters
-from analytics.snapshot import SnapshotMissing, connect_readonly, current_snapshot
+from analytics.snapshot import (
+    CatalogUnreachable,
+    SnapshotMissing,
+    current_version,
+    open_snapshot,
+    use_model,
+)
 from schema.settings import Settings
 
 REFRESH_S = 10
@@ -29,30 +38,50 @@ def settings() -> Settings:
 
 
 @st.cache_resource(max_entries=3)
-def _connect(path: str) -> duckdb.DuckDBPyConnection:
-    return connect_readonly(path)
+def _connect(lake: str) -> duckdb.DuckDBPyConnection:
+    """One read-only connection per lake (a rebuild switches to a new one)."""
+    return open_snapshot(settings().data_dir, settings().database_url)
+
+
+def _version() -> str:
+    """``<lake>@<catalog snapshot>``: what the pages read now."""
+    pointer = lakes.read_pointer(settings().data_dir, settings().database_url)
+    try:
+        return f"{pointer.schema}@{current_version(_connect(pointer.schema).cursor())}"
+    except duckdb.Error:
+        # A connection the catalog's restart broke: open a new one next time.
+        _connect.clear()
+        raise CatalogUnreachable(
+            "the analytics catalog database stopped answering; retrying") from None
 
 
 def snapshot() -> str:
-    """The snapshot file to read now; stops the page with a clear message if there is none."""
+    """The model version to read now; stops the page with a clear message if there is none or
+    the catalog database is unreachable (no stack trace: the worker retries on its own)."""
     try:
-        return str(current_snapshot(settings().data_dir))
+        return _version()
     except SnapshotMissing as exc:
         st.warning("No analytics yet. " + str(exc).replace("`", "**"))
         st.stop()
         raise   # st.stop() ends the script; this line only tells the type checker
+    except CatalogUnreachable as exc:
+        st.error("Analytics are unavailable: the catalog database (PostgreSQL) cannot be "
+                 f"reached. {exc}. This page retries every {REFRESH_S} s.")
+        _watch("")
+        st.stop()
+        raise
 
 
-def connection(path: str) -> duckdb.DuckDBPyConnection:
+def connection(version: str) -> duckdb.DuckDBPyConnection:
     # A cursor per use: connections are shared between sessions (threads) via the cache.
-    return _connect(path).cursor()
+    return use_model(_connect(version.split("@")[0]).cursor())
 
 
 @st.fragment(run_every=REFRESH_S)
 def _watch(shown: str) -> None:
     try:
-        now = str(current_snapshot(settings().data_dir))
-    except SnapshotMissing:
+        now = _version()
+    except (SnapshotMissing, CatalogUnreachable):
         return
     if now != shown:
         st.rerun(scope="app")
@@ -99,8 +128,8 @@ def sidebar(path: str) -> Filters:
 
 @st.cache_data(ttl=300, max_entries=500, show_spinner=False)
 def cached(path: str, name: str, *args: Any) -> Any:
-    """``analytics.queries.<name>(connection, *args)``, cached per snapshot file: a new
-    snapshot is a new path, so nothing stale is ever served."""
+    """``analytics.queries.<name>(connection, *args)``, cached per model version: each commit
+    is a new version, so nothing stale is ever served."""
     return getattr(queries, name)(connection(path), *args)
 
 

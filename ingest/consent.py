@@ -28,8 +28,10 @@ from ingest.forms import BadRequest
 from ingest.ops import POOL
 from ingest.send import TWILIO
 from ingest.webhooks import APPENDER, SETTINGS, signed_form
-from schema import events, store
-from schema.events import Event, EventType, InvalidEvent, PayloadValue, resource_time
+from schema import store
+from schema.events import Event, EventType, InvalidEvent, PayloadValue
+from schema.sources import webhooks as forms_in
+from schema.sources.messages_api import resource_time
 from twilio_api.client import UNREACHABLE
 
 log = logging.getLogger("smsledger.ingest.consent")
@@ -45,7 +47,7 @@ async def inbound_message(request: web.Request) -> web.Response:
         await asyncio.sleep(0)
     fields = await signed_form(request)
     try:
-        evs = events.inbound_message(fields)
+        evs = forms_in.inbound_message(fields)
     except InvalidEvent as exc:
         raise BadRequest(400, "missing_field", str(exc)) from None
     if len(evs) > 1 and evs[1].type in CONSENT:

@@ -132,10 +132,10 @@ def _with_repeats(parts: list[str]) -> dict[str, PayloadValue]:
             for name, values in grouped.items()}
 
 
-# Twilio's shapes (TWILIO.md). Twilio signs ``URL + name1 + value1 + name2 + value2 ...`` with no
-# separators, so a signed form can be replayed with a name/value boundary moved (``MessageSid``
-# = ``<sid>NumMedia0``, ``NumMedia`` gone) and the signature still holds: only strict shapes
-# keep such a form from being stored under a new content key.
+# Twilio's shapes (its security documentation). Twilio signs ``URL + name1 + value1 + name2 +
+# value2 ...`` with no separators, so a signed form can be replayed with a name/value boundary
+# moved (``MessageSid`` = ``<sid>NumMedia0``, ``NumMedia`` gone) and the signature still holds:
+# only strict shapes keep such a form from being stored under a new content key.
 _SID = re.compile(r"(?:SM|MM)[0-9a-f]{32}").fullmatch
 _ACCOUNT = re.compile(r"AC[0-9a-f]{32}").fullmatch
 _STATUS = re.compile(r"[a-z][a-z_]{0,31}").fullmatch

@@ -29,18 +29,31 @@ SIGNED = {"name": "X-Twilio-Signature", "in": "header", "required": True,
           "description": "base64 HMAC of SMSLEDGER_PUBLIC_URL + path + query (+ sorted form "
                          "parameters) with the auth token", "schema": {"type": "string"}}
 FORM_FIELD = {"type": "string"}
-# Field shapes Twilio documents (TWILIO.md): the ingester checks them before it trusts a signed
-# form, so the spec says them too (and schemathesis generates valid requests that pass).
-# `format: e164` is a number libphonenumber holds valid; the pattern is its shape.
+# Field shapes Twilio documents (TWILIO.md), as the ingester checks them before it trusts a
+# signed form (ingest/forms.py check_twilio_shapes): the spec says them too, so a generated
+# valid request passes. `format: e164` is a number libphonenumber holds valid (what /v1
+# requires); the pattern is its shape.
 E164 = {"type": "string", "format": "e164", "pattern": r"^\+[1-9][0-9]{6,14}$",
         "description": "E.164, e.g. +14155550123"}
-MESSAGE_SID = {"type": "string", "pattern": "^(SM|MM)[0-9a-f]{32}$"}
+# A webhook's From/To: E.164 (WhatsApp's prefixed too), a short code, or an alphanumeric
+# sender ID (1-11 letters, digits and spaces, at least one letter).
+PARTY = {"type": "string", "anyOf": [
+    {"format": "e164", "pattern": r"^\+[1-9][0-9]{1,14}$"},
+    {"pattern": r"^whatsapp:\+[1-9][0-9]{1,14}$"},
+    {"pattern": r"^[0-9]{3,8}$"},
+    {"pattern": r"^(?=[0-9 ]*[A-Za-z])[A-Za-z0-9 ]{1,11}$"}]}
+MESSAGE_SID = {"type": "string", "pattern": "^(SM|MM)[0-9a-f]{32}$",
+               "description": "SM or MM + 32 lower-case hex digits; every copy the same"}
+STATUS = {"type": "string", "pattern": "^[a-z][a-z_]{0,31}$",
+          "description": "lower case; statuses Twilio adds later are stored too"}
 SHAPES = {"MessageSid": MESSAGE_SID, "SmsSid": MESSAGE_SID,
-          "AccountSid": {"type": "string", "pattern": "^AC[0-9a-f]{32}$"},
-          "MessagingServiceSid": {"type": "string", "pattern": "^MG[0-9a-f]{32}$"},
-          "MessageStatus": {"type": "string", "pattern": r"\S"},
-          "SmsStatus": {"type": "string", "pattern": r"\S"},
-          "From": E164, "To": E164}
+          "AccountSid": {"type": "string", "pattern": "^AC[0-9a-f]{32}$",
+                         "description": "TWILIO_ACCOUNT_SID's, when that is set"},
+          "MessagingServiceSid": {"type": "string"},
+          "MessageStatus": STATUS, "SmsStatus": STATUS,
+          "ErrorCode": {"type": "string", "pattern": "^[0-9]{1,9}$"},
+          "ApiVersion": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
+          "From": PARTY, "To": PARTY}
 
 
 def _form(required: list[list[str]], fields: list[str]) -> dict[str, Any]:
@@ -85,7 +98,8 @@ SPEC: dict[str, Any] = {
         "/twilio/status": {"post": {
             "summary": "Twilio status callback → message.status",
             "parameters": [SIGNED], "requestBody": _form(
-                [["MessageSid", "SmsSid"], ["MessageStatus", "SmsStatus"]],
+                [["MessageSid", "SmsSid"], ["MessageStatus", "SmsStatus"], ["AccountSid"],
+                 ["From"], ["To"]],
                 ["MessageSid", "SmsSid", "MessageStatus", "SmsStatus", "AccountSid", "From",
                  "To", "ErrorCode", "RawDlrDoneDate", "MessagingServiceSid", "ApiVersion"]),
             "responses": {"200": {"description": "stored (or already stored)"},
@@ -93,7 +107,7 @@ SPEC: dict[str, Any] = {
         "/twilio/inbound": {"post": {
             "summary": "Inbound SMS → message.inbound (+ contact.opted_out/in, help)",
             "parameters": [SIGNED], "requestBody": _form(
-                [["MessageSid", "SmsSid"], ["From"]],
+                [["MessageSid", "SmsSid"], ["AccountSid"], ["From"], ["To"]],
                 ["MessageSid", "SmsSid", "AccountSid", "MessagingServiceSid", "From", "To",
                  "Body", "NumMedia", "NumSegments", "OptOutType"]),
             "responses": {"200": {"description": "stored; TwiML reply",

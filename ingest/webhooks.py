@@ -23,9 +23,10 @@ from ingest.append import GroupCommitAppender
 from ingest.forms import FORM_TYPE, BadRequest, check_twilio_shapes, load_json, parse_form
 from ingest.metrics import IngestMetrics
 from ingest.signature import UnknownKey, WebhookVerifier
-from schema import events
 from schema.events import Event, InvalidEvent, PayloadValue
 from schema.settings import Settings
+from schema.sources import webhooks as forms_in
+from schema.sources.event_streams import cloud_event
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", IngestMetrics)
@@ -55,7 +56,7 @@ def signature_ok(request: web.Request, url: str, params: Mapping[str, str | Sequ
                          "configured (SMSLEDGER_WEBHOOK_SHARED_KEYS)") from None
     if matched is None:
         return False
-    app[METRICS].signatures.labels(secret=matched).inc()
+    app[METRICS].signatures.inc(matched)
     return True
 
 
@@ -208,7 +209,7 @@ async def status_callback(request: web.Request) -> web.Response:
         await asyncio.sleep(0)
     fields = await signed_form(request)
     try:
-        event = events.status_callback(fields)
+        event = forms_in.status_callback(fields)
     except InvalidEvent as exc:
         raise BadRequest(400, "missing_field", str(exc)) from None
     await appender.append([event])
@@ -224,7 +225,7 @@ async def event_stream(request: web.Request) -> web.Response:
     evs: list[Event] = []
     for item in items:
         try:
-            evs.extend(events.cloud_event(item))
+            evs.extend(cloud_event(item))
         except InvalidEvent as exc:
             raise BadRequest(400, "invalid_cloudevent", str(exc)) from None
     if evs:

@@ -7,18 +7,21 @@ callbacks) or a retry on another ingester inserts nothing.
 
 Every builder takes the fields exactly as the source sent them and keeps all of them in
 ``payload``, unknown ones included: Twilio adds parameters without notice.
+
+This module is the vocabulary and the builders. What each source sends is translated in a
+module of its own under ``schema/sources`` (webhooks, Event Streams, the Messages API); the
+batch encoding for PostgreSQL is in ``schema/store.py``. The old names stay importable from
+here (``__getattr__`` below) for code written before the split.
 """
 
 from __future__ import annotations
 
 import enum
-import json
+import importlib
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
-
-import orjson
 
 PayloadValue = str | list[str]
 Form = Mapping[str, PayloadValue]
@@ -58,7 +61,8 @@ class InvalidEvent(ValueError):
     """The input cannot become an event; the message says which field and why (safe to show)."""
 
 
-# Twilio's default keywords: the whole body, trimmed, case-insensitive (TWILIO.md).
+# Twilio's default opt-out, opt-in and help keywords: the whole body, trimmed,
+# case-insensitive.
 OPT_OUT_KEYWORDS = frozenset(
     {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"})
 OPT_IN_KEYWORDS = frozenset({"START", "YES", "UNSTOP"})
@@ -91,20 +95,10 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _first(form: Form, name: str) -> str:
-    value = form.get(name, "")
-    if isinstance(value, list):
-        return value[0] if value else ""
-    return value
-
-
-def _required(form: Form, *names: str) -> str:
-    """The first of ``names`` that is present and non-blank (Twilio sends legacy copies)."""
-    for name in names:
-        value = _first(form, name).strip()
-        if value:
-            return value
-    raise InvalidEvent(f"missing required field {names[0]}")
+def timestamp_text(value: datetime) -> str:
+    """ISO 8601 with an offset; a naive time is UTC (as asyncpg takes one)."""
+    text = value.isoformat()
+    return text if value.tzinfo is not None else text + "+00:00"
 
 
 def parse_error_code(raw: str) -> int | None:
@@ -137,27 +131,6 @@ def message_inbound(*, sid: str, phone: str | None, source: Source, occurred_at:
         message_sid=sid, phone=phone, status="received")
 
 
-def _field(form: Form, name: str, *fallbacks: str) -> str:
-    """``_first(form, name).strip()``; with ``fallbacks``, ``_required(form, name, ...)``.
-    The usual field is one non-blank string: that case costs no further call."""
-    value = form.get(name, "")
-    if isinstance(value, str):
-        value = value.strip()
-        if value or not fallbacks:
-            return value
-    return _required(form, name, *fallbacks) if fallbacks else _first(form, name).strip()
-
-
-def status_callback(form: Form, *, received_at: datetime | None = None) -> Event:
-    """A classic StatusCallback POST → ``message.status``. Unknown statuses are kept."""
-    now = received_at or datetime.now(UTC)
-    return message_status(
-        sid=_field(form, "MessageSid", "SmsSid"),
-        status=_field(form, "MessageStatus", "SmsStatus").lower(),
-        raw_code=_field(form, "ErrorCode"), phone=_field(form, "To") or None,
-        source=Source.WEBHOOK, occurred_at=now, received_at=now, payload=dict(form))
-
-
 def keyword_of(body: str, opt_out_type: str = "") -> EventType | None:
     """Which contact event an inbound body means: Twilio's ``OptOutType`` when it sent one
     (Advanced Opt-Out), else the default whole-body keywords."""
@@ -176,59 +149,6 @@ def keyword_of(body: str, opt_out_type: str = "") -> EventType | None:
     if word in HELP_KEYWORDS:
         return EventType.CONTACT_HELP
     return None
-
-
-def inbound_message(form: Form, *, received_at: datetime | None = None) -> list[Event]:
-    """An inbound SMS → ``message.inbound``, plus the contact event its keyword means."""
-    sid = _required(form, "MessageSid", "SmsSid")
-    sender = _required(form, "From")
-    now = received_at or utc_now()
-    events = [message_inbound(sid=sid, phone=sender, source=Source.WEBHOOK, occurred_at=now,
-                              received_at=now, payload=dict(form))]
-    body = _first(form, "Body")
-    kind = keyword_of(body, _first(form, "OptOutType"))
-    if kind is not None:
-        events.append(Event(
-            type=kind,
-            idempotency_key=f"{kind}:{sid}",
-            source=Source.WEBHOOK,
-            occurred_at=now,
-            received_at=now,
-            payload={"keyword": body.strip().upper(), "opt_out_type": _first(form, "OptOutType"),
-                     "to": _first(form, "To"),
-                     "messaging_service_sid": _first(form, "MessagingServiceSid")},
-            message_sid=sid,
-            phone=sender,
-        ))
-    return events
-
-
-def _timestamp(value: datetime) -> str:
-    """ISO 8601 with an offset; a naive time is UTC (as asyncpg takes one)."""
-    text = value.isoformat()
-    return text if value.tzinfo is not None else text + "+00:00"
-
-
-def as_json_rows(events: Sequence[Event]) -> str:
-    """The batch as one JSON array of rows, in the column order of ``schema/sql/append.sql``.
-
-    One JSON text per batch instead of eleven typed arrays, unpacked by PostgreSQL with
-    ``jsonb_array_elements``. Written by orjson, which also formats the times (RFC 3339 with
-    the offset; a naive time as UTC): about a fifth of the standard library's cost per event.
-    What orjson refuses (an integer over 64 bits, a lone surrogate, a type it does not know)
-    goes through the standard library's encoder instead, as before: text that cannot be stored
-    (NUL, a lone surrogate) still fails the statement as a data error (class 22) or as
-    ``UnicodeEncodeError``."""
-    rows: list[list[Any]] = [
-        [e.idempotency_key, e.type, e.version, e.source, e.message_sid, e.phone, e.status,
-         e.error_code, e.occurred_at, e.received_at, e.payload] for e in events]
-    try:
-        return orjson.dumps(rows, option=orjson.OPT_NAIVE_UTC).decode()
-    except orjson.JSONEncodeError:
-        pass
-    for row in rows:
-        row[8], row[9] = _timestamp(row[8]), _timestamp(row[9])
-    return json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
 
 
 CATEGORIES = frozenset({"otp", "transactional", "marketing"})
@@ -339,10 +259,6 @@ def otp_confirmed(*, sid: str, phone: str | None, outcome: str,
         status=outcome)
 
 
-CLOUD_STATUS_PREFIX = "com.twilio.messaging.message."
-CLOUD_INBOUND = "com.twilio.messaging.inbound-message.received"
-
-
 # What PostgreSQL's timestamptz and DuckDB hold alike, with room: a time outside is refused.
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
@@ -358,137 +274,6 @@ def utc_bounded(value: datetime) -> datetime:
     if not EARLIEST <= utc < LATEST:
         raise InvalidEvent(f"time {value.isoformat()} is out of range (1900 to 9000)")
     return utc
-
-
-def _cloud_time(event: Mapping[str, Any], data: Mapping[str, Any], now: datetime) -> datetime:
-    for raw in (event.get("time"), data.get("timestamp")):
-        if isinstance(raw, str):
-            try:
-                parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-            except ValueError:
-                continue
-            if parsed.tzinfo is not None:
-                return utc_bounded(parsed)
-    return now
-
-
-def cloud_event(event: Any, *, received_at: datetime | None = None) -> list[Event]:
-    """One Event Streams CloudEvent → the same events a classic webhook gives, keyed by content
-    so that a fact arriving by both channels (or retried: Event Streams is at-least-once) is
-    stored once. Types outside the message vocabulary give no event."""
-    if not isinstance(event, dict):
-        raise InvalidEvent("each CloudEvent must be a JSON object")
-    ce_id, ce_type, data = event.get("id"), event.get("type"), event.get("data")
-    if not isinstance(ce_id, str) or not ce_id or not isinstance(ce_type, str):
-        raise InvalidEvent("a CloudEvent needs a string `id` and `type`")
-    if not isinstance(data, dict):
-        raise InvalidEvent(f"CloudEvent {ce_id}: `data` must be an object")
-    now = received_at or utc_now()
-    when = _cloud_time(event, data, now)
-    payload = {"cloudevent_id": ce_id, "cloudevent_type": ce_type,
-               "cloudevent_source": event.get("source"), **data}
-    sid = data.get("messageSid")
-    if ce_type.startswith(CLOUD_STATUS_PREFIX) or ce_type == CLOUD_INBOUND:
-        if not isinstance(sid, str) or not sid:
-            raise InvalidEvent(f"CloudEvent {ce_id}: data.messageSid is required")
-    if ce_type == CLOUD_INBOUND:
-        form: dict[str, PayloadValue] = {"MessageSid": str(sid),
-                                         "From": str(data.get("from", "")),
-                "To": str(data.get("to", "")), "Body": str(data.get("body", ""))}
-        evs = inbound_message(form, received_at=now)
-        return [e._replace(source=Source.EVENT_STREAM, occurred_at=when,
-                           payload={**payload, **e.payload} if i else payload)
-                for i, e in enumerate(evs)]
-    if not ce_type.startswith(CLOUD_STATUS_PREFIX):
-        return []
-    status = str(data.get("messageStatus") or ce_type[len(CLOUD_STATUS_PREFIX):]).lower()
-    raw_code = "" if data.get("errorCode") in (None, "") else str(data.get("errorCode"))
-    found = [message_status(sid=str(sid), status=status, raw_code=raw_code,
-                            phone=str(data.get("to") or "") or None, source=Source.EVENT_STREAM,
-                            occurred_at=when, received_at=now, payload=payload)]
-    # Not documented as a field of the status events, but used when a payload carries it.
-    priced = message_priced_from(str(sid), data.get("price"),
-                                 data.get("priceUnit") or data.get("price_unit"),
-                                 source=Source.EVENT_STREAM, occurred_at=when)
-    return found if priced is None else [*found, priced]
-
-
-def _api_time(raw: Any) -> datetime | None:
-    """A Messages API or Bulk Export time: a datetime, RFC 2822 or ISO 8601 text."""
-    if raw is None or raw == "":
-        return None
-    if isinstance(raw, datetime):
-        return raw if raw.tzinfo else raw.replace(tzinfo=UTC)
-    text = str(raw)
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        from email.utils import parsedate_to_datetime
-        try:
-            parsed = parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            raise InvalidEvent(f"unreadable time {text!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def resource_time(message: Mapping[str, Any]) -> datetime | None:
-    """When a Message resource was sent (else created), or None if it says neither."""
-    return _api_time(message.get("date_sent")) or _api_time(message.get("date_created"))
-
-
-def consent_from_resource(message: Mapping[str, Any], source: Source) -> Event | None:
-    """The consent change (opt-out or opt-in) an inbound Message resource carries, keyed like
-    the webhook's (whichever arrives second stores nothing), or None. Its time is Twilio's."""
-    sid, sender = message.get("sid"), message.get("from")
-    if message.get("direction") != "inbound" or not isinstance(sid, str) or not sender:
-        return None
-    body = str(message.get("body") or "")
-    kind = keyword_of(body)
-    if kind not in (EventType.CONTACT_OPTED_OUT, EventType.CONTACT_OPTED_IN):
-        return None
-    now = utc_now()
-    return Event(type=kind, idempotency_key=f"{kind}:{sid}", source=source,
-                 occurred_at=resource_time(message) or now, received_at=now,
-                 payload={"keyword": body.strip().upper(), "opt_out_type": "",
-                          "to": str(message.get("to") or ""),
-                          "messaging_service_sid": str(message.get("messaging_service_sid")
-                                                       or "")},
-                 message_sid=sid, phone=str(sender))
-
-
-def api_message(message: Mapping[str, Any], source: Source) -> list[Event]:
-    """A Message resource (Messages API, or a Bulk Export line) → what it tells: the send (or
-    the inbound message) and its current status, keyed like the webhook events so that
-    whichever arrives second stores nothing."""
-    sid = message.get("sid")
-    if not isinstance(sid, str) or not sid:
-        raise InvalidEvent("a message resource needs its `sid`")
-    status = str(message.get("status") or "").lower() or None
-    code = message.get("error_code")
-    raw_code = "" if code in (None, "") else str(code)
-    created = _api_time(message.get("date_created")) or utc_now()
-    sent = _api_time(message.get("date_sent")) or created
-    updated = _api_time(message.get("date_updated")) or sent
-    direction = str(message.get("direction") or "outbound-api")
-    now = utc_now()
-    payload = {k: (v.isoformat() if isinstance(v, datetime) else v)
-               for k, v in message.items() if k not in ("body", "subresource_uris")}
-    if direction == "inbound":
-        return [message_inbound(sid=sid, phone=message.get("from"), source=source,
-                                occurred_at=sent, received_at=now, payload=payload)]
-    segments = message.get("num_segments")
-    evs = [message_sent(sid=sid, to=str(message.get("to") or ""), from_=message.get("from"),
-                        messaging_service_sid=message.get("messaging_service_sid"),
-                        category=None, tags=[], segments=int(segments) if segments else None,
-                        media_count=int(message.get("num_media") or 0), status=None,
-                        requested_at=created, source=source, received_at=now)]
-    if status:
-        evs.append(message_status(sid=sid, status=status, raw_code=raw_code,
-                                  phone=message.get("to"), source=source, occurred_at=updated,
-                                  received_at=now, payload=payload))
-    priced = message_priced_from(sid, message.get("price"), message.get("price_unit"),
-                                 source=source, occurred_at=updated)
-    return evs if priced is None else [*evs, priced]
 
 
 def price_amount(raw: Any) -> Decimal | None:
@@ -543,10 +328,10 @@ def alert_transition(kind: EventType, *, alert_id: str, rule: str, segment: Mapp
         type=kind, idempotency_key=f"{kind}:{alert_id}", source=Source.ANALYTICS,
         occurred_at=now, received_at=now,
         payload={"alert_id": alert_id, "rule": rule, "segment": dict(segment),
-                 "window_s": window_s, "window_end": _timestamp(window_end),
+                 "window_s": window_s, "window_end": timestamp_text(window_end),
                  "observed": observed, "baseline": baseline, "sample": sample,
                  "evidence": dict(evidence), "text": text,
-                 "opened_at": _timestamp(opened_at or now)})
+                 "opened_at": timestamp_text(opened_at or now)})
 
 
 def alert_notified(*, transition_key: str, channel: str, alert_id: str,
@@ -561,3 +346,24 @@ def alert_notified(*, transition_key: str, channel: str, alert_id: str,
         source=Source.ANALYTICS, occurred_at=now, received_at=now,
         payload={"transition": transition_key, "channel": channel, "alert_id": alert_id,
                  "answer": answer})
+
+
+# Names that moved to the source translators and the store in the split of this module, so
+# that ``from schema.events import status_callback`` keeps working. Resolved on first use:
+# importing them here at the top would be circular (they import the vocabulary above).
+_MOVED = {
+    "status_callback": "schema.sources.webhooks", "inbound_message": "schema.sources.webhooks",
+    "cloud_event": "schema.sources.event_streams",
+    "CLOUD_STATUS_PREFIX": "schema.sources.event_streams",
+    "CLOUD_INBOUND": "schema.sources.event_streams",
+    "api_message": "schema.sources.messages_api", "resource_time": "schema.sources.messages_api",
+    "consent_from_resource": "schema.sources.messages_api",
+    "as_json_rows": "schema.store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module 'schema.events' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

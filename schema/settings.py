@@ -306,6 +306,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("hygiene_every_s", "SMSLEDGER_HYGIENE_EVERY_S", "3600",
             "Seconds between hygiene reports in `smsledger worker` (0: never).",
             _off_or_positive_float),
+    Setting("compact_every_s", "SMSLEDGER_COMPACT_EVERY_S", "600",
+            "Seconds between compactions of the analytics lake in `smsledger worker` (merge "
+            "small files, expire old snapshots, delete unreferenced files; 0: never).",
+            _off_or_positive_float),
+    Setting("lake_keep_s", "SMSLEDGER_LAKE_KEEP_S", "3600",
+            "Seconds an analytics lake snapshot, and the files it reads, outlive the next "
+            "one: the longest a reader's query may run across compactions.", _positive_float),
     Setting("lookup_limit", "SMSLEDGER_LOOKUP_LIMIT", "50",
             "Numbers looked up with Twilio Lookup v2 per worker run (paid per request; 0: "
             "off; off anyway without Twilio credentials).",
@@ -413,6 +420,8 @@ class Settings:
     twilio_timeout_s: float
     rollup_interval_s: float
     hygiene_every_s: float
+    compact_every_s: float
+    lake_keep_s: float
     lookup_limit: int
     hygiene_rules: Path | None
     notify_url: str

@@ -11,14 +11,37 @@ from importlib import resources
 from typing import Any
 
 import asyncpg
+import orjson
 
-from schema.events import Event, as_json_rows
+from schema.events import Event, timestamp_text
 
 
 @cache
 def sql(name: str) -> str:
     """The text of ``schema/sql/<name>.sql``."""
     return resources.files("schema").joinpath("sql", f"{name}.sql").read_text(encoding="utf-8")
+
+
+def as_json_rows(events: Sequence[Event]) -> str:
+    """The batch as one JSON array of rows, in the column order of ``schema/sql/append.sql``.
+
+    One JSON text per batch instead of eleven typed arrays, unpacked by PostgreSQL with
+    ``jsonb_array_elements``. Written by orjson, which also formats the times (RFC 3339 with
+    the offset; a naive time as UTC): about a fifth of the standard library's cost per event.
+    What orjson refuses (an integer over 64 bits, a lone surrogate, a type it does not know)
+    goes through the standard library's encoder instead, as before: text that cannot be stored
+    (NUL, a lone surrogate) still fails the statement as a data error (class 22) or as
+    ``UnicodeEncodeError``."""
+    rows: list[list[Any]] = [
+        [e.idempotency_key, e.type, e.version, e.source, e.message_sid, e.phone, e.status,
+         e.error_code, e.occurred_at, e.received_at, e.payload] for e in events]
+    try:
+        return orjson.dumps(rows, option=orjson.OPT_NAIVE_UTC).decode()
+    except orjson.JSONEncodeError:
+        pass
+    for row in rows:
+        row[8], row[9] = timestamp_text(row[8]), timestamp_text(row[9])
+    return json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
 
 
 async def append(conn: asyncpg.Connection, events: Sequence[Event]) -> set[str]:
@@ -38,37 +61,6 @@ class Cursor:
     """Where a reader stands: the last (tx_id, position) it has applied."""
     tx_id: int = 0
     position: int = 0
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class StoredEvent:
-    position: int
-    tx_id: int
-    idempotency_key: str
-    type: str
-    version: int
-    source: str
-    message_sid: str | None
-    phone: str | None
-    status: str | None
-    error_code: int | None
-    occurred_at: datetime
-    received_at: datetime
-    payload: str  # the JSON text, parsed only by readers that need it
-
-
-async def read_after(conn: asyncpg.Connection, cursor: Cursor, limit: int) -> list[StoredEvent]:
-    """Up to ``limit`` committed events after ``cursor`` that no later commit can precede."""
-    rows = await conn.fetch(sql("read_after"), str(cursor.tx_id), cursor.position, limit)
-    return [_stored(r) for r in rows]
-
-
-def _stored(r: Any) -> StoredEvent:
-    return StoredEvent(
-        position=r["position"], tx_id=int(r["tx_id"]), idempotency_key=r["idempotency_key"],
-        type=r["type"], version=r["version"], source=r["source"], message_sid=r["message_sid"],
-        phone=r["phone"], status=r["status"], error_code=r["error_code"],
-        occurred_at=r["occurred_at"], received_at=r["received_at"], payload=r["payload"])
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -179,10 +179,12 @@ def settings() -> None:
 
 
 @cli.command()
-@reads("database_url", "twilio_account_sid", "twilio_auth_token", "twilio_phone_number",
-       "twilio_verify_service_sid", "twilio_api_url", "api_key", "public_url", "trust_forwarded",
-       "data_dir", "max_body_bytes", "queue_size", "batch_max", "db_pool_size", "db_timeout_s",
-       "help_reply", "opt_out_reply", "opt_in_reply", "twilio_timeout_s")
+@reads("database_url", "twilio_account_sid", "twilio_auth_token", "twilio_auth_token_secondary",
+       "webhook_shared_keys", "twilio_phone_number", "twilio_verify_service_sid",
+       "twilio_api_url", "api_key", "public_url", "trust_forwarded", "data_dir",
+       "max_body_bytes", "max_form_fields", "queue_size", "batch_max", "db_pool_size",
+       "db_timeout_s", "help_reply", "opt_out_reply", "opt_in_reply", "opt_out_scope",
+       "fraud_guard", "twilio_timeout_s", "body_timeout_s", "max_slow_readers")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
 @click.option("--port", type=int, default=8080, show_default=True, help="port to listen on")
 def serve(settings: Settings, host: str, port: int) -> None:
@@ -253,7 +255,7 @@ def db(settings: Settings, action: str, database: str) -> None:
 
 
 def _worker_config(settings: Settings, once: bool, batch_size: int = 250_000,
-                   crash_after_batches: int = 0) -> Any:
+                   crash_after_batches: int = 0, crash_in_compaction: bool = False) -> Any:
     from analytics.hygiene import load_rules
     from analytics.worker import WorkerConfig
     from smsledger.alerts_cmd import alerts_config
@@ -269,7 +271,8 @@ def _worker_config(settings: Settings, once: bool, batch_size: int = 250_000,
         price_fill_every_s=settings.price_fill_every_s,
         price_fill_after_s=settings.price_fill_after_s,
         price_fill_limit=settings.price_fill_limit,
-        crash_after_batches=crash_after_batches,
+        compact_every_s=settings.compact_every_s, lake_keep_s=settings.lake_keep_s,
+        crash_after_batches=crash_after_batches, crash_in_compaction=crash_in_compaction,
         alerts=alerts_config(settings))
 
 
@@ -283,24 +286,39 @@ _batch_size = click.option("--batch-size", type=click.IntRange(min=1), default=2
        flags={"rollup_interval_s": "--interval"})
 @click.option("--once", is_flag=True, help="apply what is there now, then exit")
 @_batch_size
+@click.option("--rebuild", is_flag=True,
+              help="recompute the whole model from the event log into a new lake and switch "
+                   "readers to it when complete (progress on stderr)")
+@click.option("--compact", is_flag=True,
+              help="compact the lake after the rollup (the worker does it every "
+                   "SMSLEDGER_COMPACT_EVERY_S)")
 @click.option("--crash-after-batches", type=int, default=0, hidden=True)
-def rollup(settings: Settings, once: bool, batch_size: int, crash_after_batches: int) -> None:
-    """Apply new events to the DuckDB model and publish the snapshot
-    (SMSLEDGER_DATA_DIR/analytics.duckdb); every SMSLEDGER_ROLLUP_INTERVAL_S, or once with
-    --once."""
+@click.option("--crash-in-compaction", is_flag=True, hidden=True)
+def rollup(settings: Settings, once: bool, batch_size: int, rebuild: bool, compact: bool,
+           crash_after_batches: int, crash_in_compaction: bool) -> None:
+    """Apply new events to the model (a DuckLake: catalog in PostgreSQL, files under
+    SMSLEDGER_DATA_DIR/lake; readers see each commit); every SMSLEDGER_ROLLUP_INTERVAL_S, or
+    once with --once."""
     from analytics.worker import run_worker
 
-    config = _worker_config(settings, once, batch_size, crash_after_batches)
+    config = _worker_config(settings, once, batch_size, crash_after_batches,
+                            crash_in_compaction)
+    if rebuild:
+        from smsledger.rebuild_cmd import run_rebuild
+        run_rebuild(config)
+        return
     config.hygiene_every_s, config.lookup_limit, config.alerts = 0, 0, None
+    config.compact_now = compact
     result = asyncio.run(run_worker(config))
-    click.echo(f"rollup: applied {result.events} events in {result.batches} batches; snapshot "
-               f"{settings.data_dir / 'analytics.duckdb'}")
+    click.echo(f"rollup: applied {result.events} events in {result.batches} batches; model "
+               f"{settings.data_dir / 'lake'}")
 
 
 @cli.command()
 @reads("database_url", "data_dir", "rollup_interval_s", "hygiene_every_s", "lookup_limit",
        "hygiene_rules", "notify_url", "reconcile_every_s", "reconcile_after_s",
        "price_fill_every_s", "price_fill_after_s", "price_fill_limit",
+       "compact_every_s", "lake_keep_s",
        "twilio_account_sid", "twilio_auth_token", "twilio_api_url", "twilio_timeout_s",
        "alert_rules", "alert_webhook_url", "smtp_url", "ingest_url", "worker_metrics_port",
        flags={"rollup_interval_s": "--interval", "hygiene_every_s": "--hygiene-every"})
@@ -549,14 +567,29 @@ def backfill(settings: Settings, since: datetime | None, until: datetime | None,
 
 
 @cli.command()
+@reads("database_url", "data_dir")
+@click.argument("sql")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True, help="output format")
+def query(settings: Settings, sql: str, fmt: str) -> None:
+    """Read-only SQL on the analytics model (the state the dashboard shows), e.g.
+    `smsledger query "SELECT verdict, count(*) FROM numbers GROUP BY 1"`; tables and columns:
+    README, Analytics. Writes, ATTACH, COPY, INSTALL/LOAD and file-reading functions are
+    refused (exit 2), never executed."""
+    from smsledger.query_cmd import run_query
+
+    run_query(sql, fmt, settings)
+
+
+@cli.command()
 @reads("data_dir", "show_numbers", *DASHBOARD_ACCESS)
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="address to listen on; another than 127.0.0.1 needs "
                    "SMSLEDGER_DASHBOARD_PASSWORD or an OpenID Connect provider")
 @click.option("--port", type=int, default=8501, show_default=True, help="port")
 def dashboard(settings: Settings, host: str, port: int) -> None:
-    """Run the Streamlit dashboard on the published snapshot
-    (SMSLEDGER_DATA_DIR/analytics.duckdb), behind a sign-in when one is configured."""
+    """Run the Streamlit dashboard on the analytics model (read-only; the pointer file
+    SMSLEDGER_DATA_DIR/analytics.lake names it), behind a sign-in when one is configured."""
     from smsledger import dashboard_cmd
 
     argv, said = dashboard_cmd.prepare(settings, host, port)

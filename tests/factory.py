@@ -11,11 +11,13 @@ import asyncpg
 import duckdb
 
 from analytics.hygiene import HygieneRules, load_rules
+from analytics.lake import Lake, write_pointer
 from analytics.model import open_model
 from analytics.reader import prepare
 from analytics.rollup import Rollup, RollupResult
 from schema import events, store
 from schema.events import Event, Source
+from schema.sources.webhooks import inbound_message, status_callback
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 OUR = "+15005550006"
@@ -37,7 +39,7 @@ def status(sid: str, to: str, st: str, when: datetime, code: int | None = None) 
             "AccountSid": "AC" + "0" * 32}
     if code is not None:
         form["ErrorCode"] = str(code)
-    return events.status_callback(form, received_at=when)
+    return status_callback(form, received_at=when)
 
 
 def message(n: int, to: str, when: datetime, outcome: str = "delivered",
@@ -52,13 +54,39 @@ def message(n: int, to: str, when: datetime, outcome: str = "delivered",
 
 def inbound(n: int, phone: str, body: str, when: datetime) -> list[Event]:
     form = {"MessageSid": f"SM{n:032x}", "From": phone, "To": OUR, "Body": body}
-    return [at(e, when) for e in events.inbound_message(form)]
+    return [at(e, when) for e in inbound_message(form)]
 
 
 async def append(db: asyncpg.Connection, evs: Sequence[Event]) -> None:
     async with db.transaction():
         await store.append(db, list(evs))
 
+
+
+async def settled(db: asyncpg.Connection, timeout_s: float = 60) -> None:
+    """Wait until every committed event is below the gap-free reader's horizon
+    (``read_horizon()``, migration 0018), so that a rollup right after sees all of them."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await db.fetchval(
+            "SELECT coalesce(max(tx_id) < read_horizon(), true) FROM events"):
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"an open transaction held the read horizon for {timeout_s:.0f} s")
+        await asyncio.sleep(0.05)
+
+
+def lake_at(db_url: str, path: Path) -> Lake:
+    """A model of its own for ``path`` (its data files there, its catalog in a PostgreSQL schema
+    named after it), so that one test may build several from one event log."""
+    stem = "".join(c if c.isalnum() else "_" for c in path.stem.lower())
+    return Lake(db_url, f"lake_{stem}", path)
+
+
+def publish(db_url: str, data_dir: Path, path: Path | None = None) -> Path:
+    """Name the model built at ``path`` (default ``data_dir/lake/model``) as the data dir's
+    current one, as the worker does: readers (``open_snapshot(data_dir)``) then open it."""
+    path = path or data_dir / "lake" / "model"
+    write_pointer(data_dir, lake_at(db_url, path))
+    return path
 
 
 async def rollup(db_url: str, path: Path, batch_size: int = 1000, *, complete: bool = True,
@@ -71,7 +99,7 @@ async def rollup(db_url: str, path: Path, batch_size: int = 1000, *, complete: b
     pg = await asyncpg.connect(db_url)
     try:
         await prepare(pg)
-        duck = open_model(path)
+        duck = open_model(lake_at(db_url, path))
         rules = rules or load_rules()
         roll = Rollup(duck, rules, batch_size=batch_size)
         result = await (run_to_the_end(roll, pg, deadline_s) if complete else roll.run(pg))

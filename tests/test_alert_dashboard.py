@@ -11,10 +11,9 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from analytics import publish
 from analytics.alerts import AlertEngine
 from analytics.detectors import shipped
-from tests.factory import append
+from tests.factory import append, publish
 from tests.test_alert_notify import outage
 from tests.test_alerts import only, rolled_up
 
@@ -25,13 +24,12 @@ async def test_alerts_page_and_banner(db_url: str, db: asyncpg.Connection, tmp_p
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     now = datetime.now(UTC)
     await append(db, outage(now))
-    work = publish.work_path(tmp_path)
+    work = publish(db_url, tmp_path)
     duck = await rolled_up(db_url, db, work)
     opened = await AlertEngine(only("delivery_rate_drop"), shipped()).evaluate(duck, db, now)
     assert opened
     duck.close()
     duck = await rolled_up(db_url, db, work)      # the alert events reach the model too
-    publish.publish(duck, work, publish.snapshot_path(tmp_path))
     duck.close()
 
     monkeypatch.setenv("SMSLEDGER_DATA_DIR", str(tmp_path))
@@ -53,11 +51,12 @@ async def test_alerts_page_and_banner(db_url: str, db: asyncpg.Connection, tmp_p
         st.cache_resource.clear()
 
 
-def test_no_alerts_no_banner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_alerts_no_banner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                             db_url: str) -> None:
     from analytics.model import open_model
+    from tests.factory import lake_at
 
-    con = open_model(publish.work_path(tmp_path))
-    publish.publish(con, publish.work_path(tmp_path), publish.snapshot_path(tmp_path))
+    con = open_model(lake_at(db_url, publish(db_url, tmp_path)))
     con.close()
     monkeypatch.setenv("SMSLEDGER_DATA_DIR", str(tmp_path))
     st.cache_data.clear()

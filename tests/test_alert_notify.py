@@ -171,14 +171,13 @@ async def test_one_notification_per_transition_across_kill_9(
 
 async def test_alerts_check_exits_3_while_open(db_url: str, db: asyncpg.Connection,
                                                tmp_path: Path) -> None:
-    from analytics import publish
+    from tests.factory import publish
 
     now = datetime.now(UTC)
     await append(db, outage(now))
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    duck = await rolled_up(db_url, db, publish.work_path(data_dir))
-    publish.publish(duck, publish.work_path(data_dir), publish.snapshot_path(data_dir))
+    duck = await rolled_up(db_url, db, publish(db_url, data_dir))
     duck.close()
     env = {**os.environ, "DATABASE_URL": db_url, "SMSLEDGER_DATA_DIR": str(data_dir)}
 

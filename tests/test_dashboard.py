@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import duckdb
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from analytics.snapshot import current_snapshot
+from analytics.snapshot import open_snapshot
 from dashboard import labels
 from tests import snapshot_data
 from tests.oracle import Filter, Oracle
@@ -106,7 +105,7 @@ def code_of(label: str) -> str:
 
 
 def sql(data_dir: Path, query: str, *params: Any) -> Any:
-    con = duckdb.connect(str(current_snapshot(data_dir)), read_only=True)
+    con = open_snapshot(data_dir)
     try:
         return con.execute(query, list(params)).fetchall()
     finally:
@@ -245,11 +244,12 @@ def test_missing_snapshot_is_a_clear_message(tmp_path: Path,
 
 
 def test_empty_snapshot_has_empty_states(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                         ) -> None:
+                                         db_url: str) -> None:
+    from analytics.lake import write_pointer, writer_lake
     from analytics.model import open_model
-    from analytics.publish import publish, snapshot_path, work_path
-    con = open_model(work_path(tmp_path))
-    publish(con, work_path(tmp_path), snapshot_path(tmp_path))
+    lake = writer_lake(tmp_path, db_url)
+    con = open_model(lake)
+    write_pointer(tmp_path, lake)
     con.close()
     monkeypatch.setenv("SMSLEDGER_DATA_DIR", str(tmp_path))
     st.cache_data.clear()
@@ -262,6 +262,23 @@ def test_empty_snapshot_has_empty_states(tmp_path: Path, monkeypatch: pytest.Mon
         assert at.info, page
     goto(at, "unreachable")
     assert "No flagged numbers" in at.success[0].value
+    st.cache_resource.clear()
+
+
+def test_unreachable_catalog_is_a_clear_message(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The catalog database down (here: a port nothing listens on): a plain error, no trace."""
+    from analytics.lake import Lake, write_pointer
+    from smsledger.devdb import free_port
+    write_pointer(tmp_path, Lake(f"postgresql://nobody@127.0.0.1:{free_port()}/gone",
+                                 "smsledger_lake", tmp_path / "lake" / "smsledger_lake"))
+    monkeypatch.setenv("SMSLEDGER_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    st.cache_resource.clear()
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert not at.exception
+    assert "catalog database (PostgreSQL) cannot be reached" in at.error[0].value
+    assert "Traceback" not in at.error[0].value
     st.cache_resource.clear()
 
 

@@ -11,12 +11,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import duckdb
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from analytics.snapshot import current_snapshot
+from analytics.snapshot import open_snapshot
 from dashboard.auth import allowed_hosts, host_allowed, host_name, user_allowed
 from schema.settings import Secret, Settings, SettingsError
 from smsledger import dashboard_cmd
@@ -67,7 +66,7 @@ def test_right_password_opens_every_page_for_the_session(locked: AppTest,
                                                          snapshot_dir: Path) -> None:
     sign_in(locked, PASSWORD)
     shown = {m.label: m.value for m in locked.metric}
-    con = duckdb.connect(str(current_snapshot(snapshot_dir)), read_only=True)
+    con = open_snapshot(snapshot_dir)
     try:
         [(sends,)] = con.execute("SELECT count(*) FROM messages").fetchall()
     finally:
@@ -119,7 +118,7 @@ def test_explorer_with_masking_shows_a_typed_number_masked(
     already knows a whole number may look it up (that is what the explorer is for), and sees
     its history with the number masked as everywhere else: the page never shows a whole number
     it was not given. (Strangers are kept out by the sign-in, not by the explorer.)"""
-    con = duckdb.connect(str(current_snapshot(snapshot_dir)), read_only=True)
+    con = open_snapshot(snapshot_dir)
     try:
         [(phone, n)] = con.execute(
             "SELECT phone, count(*) FROM events WHERE phone LIKE '+%' GROUP BY 1 "

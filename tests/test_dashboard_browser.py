@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import duckdb
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
+from analytics.hygiene import load_rules
+from analytics.lake import Lake, read_pointer, write_pointer
 from analytics.model import open_model
-from analytics.publish import publish, snapshot_path, work_path
-from analytics.snapshot import current_snapshot
+from analytics.reader import prepare
+from analytics.rollup import Rollup
+from analytics.snapshot import open_snapshot
 from tests.oracle import Filter, Oracle
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,17 +47,24 @@ def chromium() -> str:
 @pytest.fixture(scope="module")
 def served(snapshot_dir: Path, tmp_path_factory: pytest.TempPathFactory,
            ) -> Iterator[tuple[str, Path]]:
-    """`smsledger dashboard` on its own copy of the session snapshot."""
+    """`smsledger dashboard` on a model of its own, rolled up from the session's event log (the
+    test writes to it)."""
     data_dir = tmp_path_factory.mktemp("browser-data")
-    shutil.copyfile(current_snapshot(snapshot_dir), work_path(data_dir))
-    # A snapshot holds message_facts as a table (prepared for readers); a work file has the
-    # view, which open_model creates.
-    plain = duckdb.connect(str(work_path(data_dir)))
-    plain.execute("DROP TABLE message_facts")
-    plain.close()
-    con = open_model(work_path(data_dir))
-    publish(con, work_path(data_dir), snapshot_path(data_dir))
-    con.close()
+    url = read_pointer(snapshot_dir).database_url
+    lake = Lake(url, "browser_lake", data_dir / "lake" / "browser_lake")
+
+    async def build() -> None:
+        pg = await asyncpg.connect(url)
+        try:
+            await prepare(pg)
+            con = open_model(lake)
+            await Rollup(con, load_rules()).run(pg)
+            con.close()
+        finally:
+            await pg.close()
+
+    asyncio.run(build())
+    write_pointer(data_dir, lake)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -98,6 +107,14 @@ def page(served: tuple[str, Path]) -> Iterator[Page]:
 
 def metric_values(page: Page) -> list[str]:
     return [t.strip() for t in page.get_by_test_id("stMetricValue").all_inner_texts()]
+
+
+def sql(data_dir: Path, query: str) -> list[tuple[object, ...]]:
+    con = open_snapshot(data_dir)
+    try:
+        return con.execute(query).fetchall()
+    finally:
+        con.close()
 
 
 def shown_metrics(page: Page) -> dict[str, str]:
@@ -162,19 +179,16 @@ def test_page_refreshes_itself_and_answers_while_snapshots_are_published(
     url, data_dir = served
     page.goto(url)
     page.get_by_test_id("stMetricValue").first.wait_for(timeout=30_000)
-    work = work_path(data_dir)
-    con = open_model(work)
+    con = open_model(read_pointer(data_dir))
     try:
-        for i in range(5):   # a run of publishes while the page is open and reloaded
+        for i in range(5):   # a run of commits while the page is open and reloaded
             con.execute("UPDATE rollup_cursor SET updated_at = ?",
                         [datetime(2030, 1, 1, 0, i, tzinfo=UTC)])
-            publish(con, work, snapshot_path(data_dir))
             page.reload()
             page.get_by_test_id("stMetricValue").first.wait_for(timeout=30_000)
             assert page.get_by_test_id("stException").count() == 0
         con.execute("UPDATE rollup_cursor SET updated_at = ?",
                     [datetime(2031, 6, 1, 12, 0, tzinfo=UTC)])
-        publish(con, work, snapshot_path(data_dir))
     finally:
         con.close()
     # No reload: the page notices the new snapshot within its refresh interval.

@@ -6,6 +6,7 @@ machine) refused."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -65,8 +66,7 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], log_path: Path) -> 
 def dashboard(provider: str, snapshot_dir: Path,
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     data_dir = tmp_path_factory.mktemp("oidc-data")
-    (data_dir / "snapshots").symlink_to(snapshot_dir / "snapshots")
-    (data_dir / "analytics.duckdb").symlink_to(os.readlink(snapshot_dir / "analytics.duckdb"))
+    shutil.copyfile(snapshot_dir / "analytics.lake", data_dir / "analytics.lake")
     port = free_port()
     url = f"http://localhost:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMSLEDGER_")}

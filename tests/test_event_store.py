@@ -1,20 +1,43 @@
-"""The event store's guarantees: immutability, idempotent migrations, gap-free reading."""
+"""The event store's guarantees: immutability, idempotent migrations, gap-free reading (through
+the rollup's own reader)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from typing import NamedTuple
 
 import asyncpg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from analytics.reader import fetch_batch
+from analytics.reader import prepare as reader_session
 from schema import store
-from schema.events import Event, EventType, Source, as_json_rows
+from schema.events import Event, EventType, Source
 from schema.migrate import Migration, MigrationError, load_migrations, migrate
+from schema.store import as_json_rows
 from smsledger import devdb
+
+
+class Seen(NamedTuple):
+    idempotency_key: str
+    tx_id: int
+    position: int
+
+
+async def read_after(conn: asyncpg.Connection, cursor: store.Cursor, limit: int) -> list[Seen]:
+    """What the rollup's reader (analytics.reader.fetch_batch) gives after ``cursor``, with each
+    event's key looked up by its position."""
+    await reader_session(conn)
+    table = (await fetch_batch(conn, cursor, limit)).table
+    positions = table["position"].to_pylist()
+    keys = dict(await conn.fetch("SELECT position, idempotency_key FROM events "
+                                 "WHERE position = ANY($1::bigint[])", positions))
+    return [Seen(keys[p], tx, p) for p, tx in zip(positions, table["tx_id"].to_pylist(),
+                                                   strict=True)]
 
 
 def event(key: str, **kw: object) -> Event:
@@ -117,7 +140,7 @@ async def test_a_transaction_in_another_database_does_not_hold_the_reader_back(
         await other_tx.start()
         await elsewhere.fetchval("SELECT pg_current_xact_id()")   # it holds a transaction id
         await store.append(reader, [event("after-the-other")])
-        seen = await store.read_after(reader, store.Cursor(), 100)
+        seen = await read_after(reader, store.Cursor(), 100)
         assert [e.idempotency_key for e in seen] == ["after-the-other"]
 
         here_tx = here.transaction()
@@ -125,9 +148,9 @@ async def test_a_transaction_in_another_database_does_not_hold_the_reader_back(
         await store.append(here, [event("open-here")])
         await store.append(reader, [event("behind-it")])
         cursor = store.Cursor(seen[-1].tx_id, seen[-1].position)
-        assert await store.read_after(reader, cursor, 100) == []   # held back: same database
+        assert await read_after(reader, cursor, 100) == []   # held back: same database
         await here_tx.commit()
-        assert [e.idempotency_key for e in await store.read_after(reader, cursor, 100)] == \
+        assert [e.idempotency_key for e in await read_after(reader, cursor, 100)] == \
             ["open-here", "behind-it"]
         await other_tx.rollback()
     finally:
@@ -148,19 +171,19 @@ async def test_reader_never_passes_an_uncommitted_event(db_url: str) -> None:
         async with fast.transaction():
             await store.append(fast, [event("fast-1"), event("fast-2")])
 
-        seen = await store.read_after(reader, store.Cursor(), 100)
+        seen = await read_after(reader, store.Cursor(), 100)
         assert [e.idempotency_key for e in seen] == []       # held back by the open tx
         positions = await reader.fetch("SELECT idempotency_key FROM events ORDER BY position")
         assert [r[0] for r in positions] == ["fast-1", "fast-2"]
 
         await slow_tx.commit()
-        seen = await store.read_after(reader, store.Cursor(), 100)
+        seen = await read_after(reader, store.Cursor(), 100)
         assert [e.idempotency_key for e in seen] == ["slow", "fast-1", "fast-2"]
 
         cursor = store.Cursor(seen[-1].tx_id, seen[-1].position)
-        assert await store.read_after(reader, cursor, 100) == []
+        assert await read_after(reader, cursor, 100) == []
         partial = store.Cursor(seen[0].tx_id, seen[0].position)
-        assert [e.idempotency_key for e in await store.read_after(reader, partial, 1)] == \
+        assert [e.idempotency_key for e in await read_after(reader, partial, 1)] == \
             ["fast-1"]
     finally:
         for conn in (slow, fast, reader):

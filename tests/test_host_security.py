@@ -71,7 +71,7 @@ async def test_files_made_by_the_library_are_private_under_umask_022(
     await run_worker(WorkerConfig(database_url=db_url, data_dir=data, rules=load_rules(),
                                   once=True, hygiene_every_s=1), stop=asyncio.Event())
     made = {p.relative_to(data).parts[0] for p in data.rglob("*")}
-    assert {"spool", "snapshots", "reports", "analytics-work.duckdb"} <= made
+    assert {"spool", "lake", "reports", "analytics.lake"} <= made
     assert list((data / "reports").glob("hygiene-*.csv"))
     # DuckDB's own write-ahead log and spill files take the process umask (no mode can be
     # passed to DuckDB): the CLI's umask 077 covers those, checked by the demo test below.
@@ -146,7 +146,7 @@ def test_the_demo_leaves_only_private_files_under_umask_022(db_url: str, tmp_pat
                 demo.kill()
                 demo.wait()
     made = {p.relative_to(data).parts[0] for p in data.rglob("*")}
-    assert {"snapshots", "reports", "analytics-work.duckdb", "analytics.duckdb"} <= made, made
+    assert {"lake", "reports", "analytics.lake"} <= made, made
     assert list((data / "reports").glob("hygiene-*.csv")), "the demo wrote no hygiene report"
     assert loose_entries(data) == []
 

@@ -136,7 +136,7 @@ async def test_rules_are_configuration(tmp_path: Path, db_url: str, db: asyncpg.
     rules = load_rules(strict)
     assert rules.version == "strict-1" and rules.unreachable_min_failures == 2
     await plant(db)
-    duck, _ = await rollup(db_url, tmp_path / "strict.duckdb", rules=rules)
+    duck, _ = await rollup(db_url, tmp_path / "strict", rules=rules)
     got = dict(duck.execute("SELECT phone, verdict FROM numbers").fetchall())
     assert got["+14155550109"] == "unreachable"   # 2 failures over 2 days now suffice
     assert got["+14155550102"] == "ok"            # 30006 is no longer permanent here
@@ -166,3 +166,24 @@ def test_summary_is_json(tmp_path: Path) -> None:
     report = HygieneReport(tmp_path / "a.csv", tmp_path / "a.html", [], {"remove": 1}, 1, "v1",
                            datetime(2026, 11, 26, tzinfo=UTC))
     assert json.loads(json.dumps(report.summary()))["by_verdict"] == {"remove": 1}
+
+
+def test_html_report_escapes_and_names_its_columns(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from analytics.report import COLUMNS, HTML_COLUMNS, write_files
+    rules = load_rules()
+    row = {c: None for c in COLUMNS} | {
+        "phone": "+14155550101", "verdict": "remove", "reason": "<script>alert(1)</script> & co",
+        "sends": 3, "carrier": "Carrier<b>X</b>",
+        "last_failure_at": datetime(2026, 11, 2, 9, 30, tzinfo=UTC)}
+    _, html_path = write_files([row], {"remove": 1, "<i>odd</i>": 2}, tmp_path, rules,
+                               datetime(2026, 11, 30, 12, tzinfo=UTC))
+    page = html_path.read_text()
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in page
+    assert "<i>odd</i>" not in page and "<b>&lt;i&gt;odd&lt;/i&gt;</b>: 2" in page
+    headers = [h.split("</th>")[0] for h in page.split("<th>")[1:]]
+    assert headers == HTML_COLUMNS and set(HTML_COLUMNS) <= set(COLUMNS)
+    assert "Carrier" not in page                       # the CSV's column, not the summary's
+    assert "2026-11-02T09:30:00Z" in page and "rules " + rules.version in page
+    assert (tmp_path / "hygiene-latest.html").read_text() == page

@@ -538,7 +538,14 @@ async def test_the_forwarded_host_the_proxy_appended_is_taken(
         urlencode(form).encode())
     request = request.replace(b"\r\n\r\n", b"\r\nX-Forwarded-Host: sms.proxy.example\r\n\r\n", 1)
     assert (await raw_request(port, request))[0] == 403
-    assert await db.fetchval("SELECT count(*) FROM events") == 1
+    other = status_form("SM" + "8" * 32, "sent")
+    request = http("POST", "/twilio/status", {
+        "Content-Type": "application/x-www-form-urlencoded", "X-Forwarded-Proto": "https",
+        "X-Twilio-Signature": sign("/twilio/status", other, base="https://sms.proxy.example"),
+        "X-Forwarded-Host": "evil.example"}, urlencode(other).encode())
+    request = request.replace(b"\r\n\r\n", b"\r\nX-Forwarded-Host: sms.proxy.example\r\n\r\n", 1)
+    assert (await raw_request(port, request))[0] == 200
+    assert await db.fetchval("SELECT count(*) FROM events") == 2
 
 
 async def test_refusals_are_logged_at_debug_and_counted_at_info(

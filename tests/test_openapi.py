@@ -87,7 +87,7 @@ def test_signed_fuzzing_passes_every_check_and_every_accepted_request_is_stored(
     accepted = tmp_path / "accepted.jsonl"
     fuzz_env = dict(os.environ, SCHEMATHESIS_HOOKS="tests.fuzz_hooks", PYTHONPATH=str(ROOT),
                     FUZZ_PUBLIC_URL=public_url, FUZZ_AUTH_TOKEN=TEST_TOKEN,
-                    FUZZ_NUMBERS="3,50", FUZZ_LOG=str(accepted))
+                    FUZZ_ACCOUNT_SID=ACCOUNT, FUZZ_NUMBERS="3,50", FUZZ_LOG=str(accepted))
     log = (tmp_path / "ingester.log").open("wb")
     server = subprocess.Popen([sys.executable, "-m", "smsledger.cli", "serve", "--port",
                                str(port)], env=env, cwd=ROOT, stdout=log, stderr=log)

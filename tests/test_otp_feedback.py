@@ -20,7 +20,7 @@ from schema.settings import Secret, Settings
 from sim.twilio import TwilioSim, create_sim_app
 from smsledger.devdb import free_port
 from tests.conftest import TEST_TOKEN
-from tests.factory import rollup, settled
+from tests.factory import rollup
 from tests.test_sending import ACCOUNT, API_KEY, AUTH, OUR_NUMBER, VERIFY_SID, sim_config
 
 
@@ -101,7 +101,6 @@ async def test_conversion_is_known_from_the_log(otp: Otp, tmp_path: Path) -> Non
     """Two OTPs sent, one confirmed, one notice: the rollup's OTP conversion is 1 of 2."""
     first, _, _ = await otp.send("otp"), await otp.send("otp"), await otp.send("transactional")
     assert (await otp.confirm(first))[0] == 201
-    await settled(otp.db)
     duck, _ = await rollup(otp.db_url, tmp_path / "otp.duckdb")
     frame = queries.otp_conversion(duck)
     assert frame[["sent", "confirmed"]].values.tolist() == [[2, 1]]

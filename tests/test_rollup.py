@@ -7,19 +7,20 @@ import os
 import random
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
-import duckdb
 
 from analytics.hygiene import load_rules
-from analytics.model import open_model
+from analytics.lake import write_pointer, writer_lake
+from analytics.model import open_model, read_cursor
 from analytics.reader import prepare
 from analytics.rollup import Rollup
 from analytics.snapshot import open_snapshot
 from schema import store
-from tests.factory import T0, append, message, rollup, run_to_the_end, sent, status, table
+from tests.factory import T0, append, message, rollup, sent, status, table
 
 ROOT = Path(__file__).resolve().parent.parent
 PHONES = [f"+1415555{n:04d}" for n in range(40)]
@@ -61,7 +62,9 @@ async def test_out_of_order_and_duplicate_callbacks(db_url: str, db: asyncpg.Con
 async def test_batching_does_not_change_the_model(db_url: str, db: asyncpg.Connection,
                                                   tmp_path: Path) -> None:
     await append(db, random_log(1, 300))
-    one, r1 = await rollup(db_url, tmp_path / "a.duckdb", batch_size=7)
+    # Small batches, each its own lake commit (~0.1-1 s each here: batch_size=7 made ~130 and
+    # ran past the test timeout on a loaded machine).
+    one, r1 = await rollup(db_url, tmp_path / "a.duckdb", batch_size=60)
     many, r2 = await rollup(db_url, tmp_path / "b.duckdb", batch_size=100_000)
     assert r1.events == r2.events == await db.fetchval("SELECT count(*) FROM events")
     assert r1.batches > r2.batches == 1
@@ -105,14 +108,14 @@ async def test_rollup_killed_mid_batch_then_rerun_equals_a_rebuild(
     killed = await asyncio.to_thread(cli, "rollup", "--once", "--batch-size", "100",
                                      "--crash-after-batches", "4", env=env)
     assert killed.returncode == -9, killed.stderr
-    partial = duckdb.connect(str(tmp_path / "crash" / "analytics-work.duckdb"))
+    partial = open_snapshot(tmp_path / "crash")
     applied = partial.execute("SELECT events FROM rollup_cursor").fetchone()
     assert applied == (300,)    # three batches committed, the fourth rolled back whole
     assert partial.execute("SELECT count(*) FROM events").fetchone() == (300,)
     partial.close()
     rerun = await asyncio.to_thread(cli, "rollup", "--once", "--batch-size", "100", env=env)
     assert rerun.returncode == 0, rerun.stderr
-    resumed = duckdb.connect(str(tmp_path / "crash" / "analytics-work.duckdb"))
+    resumed = open_snapshot(tmp_path / "crash")
     scratch, _ = await rollup(db_url, tmp_path / "scratch.duckdb", batch_size=5000)
     for name, order in [("messages", "message_sid"), ("numbers", "phone"),
                         ("events", "position"), ("number_info", "phone")]:
@@ -135,29 +138,45 @@ async def test_two_workers_apply_each_event_once(db_url: str, db: asyncpg.Connec
         == (total, total)
 
 
-async def test_snapshot_is_whole_and_old_readers_keep_working(
+async def catch_up(rollup_: Rollup, pg: asyncpg.Connection, db: asyncpg.Connection) -> None:
+    """Roll up until every committed event is applied. The gap-free horizon is cluster-wide:
+    another session's open transaction on a shared server can hold a round back."""
+    total = await db.fetchval("SELECT count(*) FROM events")
+    deadline = time.monotonic() + 60
+    while read_cursor(rollup_.duck)[1] < total:
+        assert time.monotonic() < deadline, "the rollup did not catch up within 60 s"
+        await rollup_.run(pg)
+        await asyncio.sleep(0.05)
+
+
+async def test_a_reader_sees_one_state_across_three_publishes(
         db_url: str, db: asyncpg.Connection, tmp_path: Path) -> None:
-    from analytics.publish import publish
     await append(db, random_log(4, 50))
-    work = tmp_path / "analytics-work.duckdb"
-    snap = tmp_path / "analytics.duckdb"
     pg = await asyncpg.connect(db_url)
     await prepare(pg)
-    duck = open_model(work)
+    lake = writer_lake(tmp_path, db_url)
+    duck = open_model(lake)
+    write_pointer(tmp_path, lake)
     rollup_ = Rollup(duck, load_rules(), batch_size=20)
-    await run_to_the_end(rollup_, pg)
-    publish(duck, work, snap)
-    reader = duckdb.connect(str(snap), read_only=True)
-    before = reader.execute("SELECT count(*) FROM events").fetchone()
-    await append(db, random_log(5, 50)[:30])
-    await run_to_the_end(rollup_, pg)
-    publish(duck, work, snap)
-    # The old reader still sees its whole snapshot; a new one sees the new whole snapshot.
-    assert reader.execute("SELECT count(*) FROM events").fetchone() == before
-    fresh = open_snapshot(tmp_path)
-    count, cursor_events = fresh.execute(
-        "SELECT (SELECT count(*) FROM events), events FROM rollup_cursor").fetchone()
-    assert count == cursor_events == await db.fetchval("SELECT count(*) FROM events")
+    await catch_up(rollup_, pg, db)
+    reader = open_snapshot(tmp_path)
+    reader.execute("BEGIN")
+    state = "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM messages), " \
+            "(SELECT sum(sends) FROM numbers), events FROM rollup_cursor"
+    before = reader.execute(state).fetchone()
+    assert before is not None and before[0] == before[3] > 0
+    for round_ in (1, 2, 3):   # three publishes while the reader's transaction stays open
+        await append(db, [e for n in range(20) for e in message(
+            1000 * round_ + n, PHONES[n], T0 + timedelta(hours=round_))])
+        await catch_up(rollup_, pg, db)
+        assert reader.execute(state).fetchone() == before
+    reader.execute("COMMIT")
+    after = reader.execute(state).fetchone()
+    reader.close()
+    total = await db.fetchval("SELECT count(*) FROM events")
+    assert after is not None and after[0] == after[3] == total > before[0]
+    # The writer never waited: its connection saw each of its own commits at once.
+    assert duck.execute("SELECT count(*) FROM events").fetchone() == (total,)
     await pg.close()
 
 
@@ -170,3 +189,76 @@ async def test_every_model_key_is_unique(db_url: str, db: asyncpg.Connection,
         total, distinct = duck.execute(
             f"SELECT count(*), count(DISTINCT {key}) FROM {name}").fetchone()  # noqa: S608
         assert total == distinct > 0, name
+
+
+async def test_killed_during_compaction_loses_nothing_and_the_next_run_finishes(
+        db_url: str, db: asyncpg.Connection, tmp_path: Path) -> None:
+    await append(db, random_log(7, 200))
+    env = dict(os.environ, DATABASE_URL=db_url, SMSLEDGER_DATA_DIR=str(tmp_path / "c"))
+    total = await db.fetchval("SELECT count(*) FROM events")
+    deadline = time.monotonic() + 60
+    while True:   # the gap-free horizon is cluster-wide: rounds may be held back a while
+        small = await asyncio.to_thread(cli, "rollup", "--once", "--batch-size", "60", env=env)
+        assert small.returncode == 0, small.stderr
+        con = open_snapshot(tmp_path / "c")
+        done = con.execute("SELECT events FROM rollup_cursor").fetchone()
+        con.close()
+        if done == (total,):
+            break
+        assert time.monotonic() < deadline, "the rollup did not catch up within 60 s"
+
+    def files() -> int:
+        con = open_snapshot(tmp_path / "c")
+        try:
+            row = con.execute("SELECT count(*) FROM ducklake_list_files('model', 'events')"
+                              ).fetchone()
+            return int(row[0]) if row else 0
+        finally:
+            con.close()
+
+    before = files()
+    assert before > 1
+    killed = await asyncio.to_thread(cli, "rollup", "--once", "--crash-in-compaction", env=env)
+    assert killed.returncode == -9, killed.stderr
+    rerun = await asyncio.to_thread(cli, "rollup", "--once", "--compact", env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert files() == 1
+    resumed = open_snapshot(tmp_path / "c")
+    scratch, _ = await rollup(db_url, tmp_path / "scratch2", batch_size=5000)
+    for name, order in [("messages", "message_sid"), ("numbers", "phone"),
+                        ("events", "position"), ("number_info", "phone")]:
+        assert table(resumed, name, order) == table(scratch, name, order), name
+    resumed.close()
+    scratch.close()
+
+
+async def test_rebuild_equals_incremental_and_switches_readers_when_complete(
+        db_url: str, db: asyncpg.Connection, tmp_path: Path) -> None:
+    from analytics.lake import read_pointer
+    await append(db, random_log(8, 150))
+    env = dict(os.environ, DATABASE_URL=db_url, SMSLEDGER_DATA_DIR=str(tmp_path / "r"))
+    total = await db.fetchval("SELECT count(*) FROM events")
+    deadline = time.monotonic() + 60
+    while True:   # incremental, in small batches (the horizon may hold a round back)
+        step = await asyncio.to_thread(cli, "rollup", "--once", "--batch-size", "37", env=env)
+        assert step.returncode == 0, step.stderr
+        con = open_snapshot(tmp_path / "r")
+        done = con.execute("SELECT events FROM rollup_cursor").fetchone()
+        if done == (total,):
+            break
+        con.close()
+        assert time.monotonic() < deadline, "the rollup did not catch up within 60 s"
+    before = read_pointer(tmp_path / "r")
+    rebuilt = await asyncio.to_thread(cli, "rollup", "--rebuild", "--batch-size", "100", env=env)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "rebuild: done" in rebuilt.stderr and "events/s" in rebuilt.stderr
+    after = read_pointer(tmp_path / "r")
+    assert after.schema != before.schema
+    fresh = open_snapshot(tmp_path / "r")
+    assert fresh.execute("SELECT events FROM rollup_cursor").fetchone() == (total,)
+    for name, order in [("messages", "message_sid"), ("numbers", "phone"),
+                        ("events", "position"), ("number_info", "phone"),
+                        ("contact_events", "position")]:
+        assert table(fresh, name, order) == table(con, name, order), name
+    con.close()   # the reader of the old model kept working until now
+    fresh.close()

@@ -110,6 +110,14 @@ def test_each_command_lists_only_the_settings_it_reads(
     assert "SMSLEDGER_NOTIFY_URL" in hygiene and "--batch-size" not in hygiene
 
 
+def test_every_setting_is_read_by_some_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """A setting no command lists would be missing from every --help but `settings`: add it to
+    the ``@reads`` of the commands that use it (smsledger/cli.py)."""
+    helps = " ".join(help_of(*name.split(), capsys=capsys) for name in commands(cli)
+                     if name not in ("settings", "report"))
+    assert [s.env for s in SETTINGS if s.env not in helps] == []
+
+
 def test_exit_codes(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                     monkeypatch: pytest.MonkeyPatch) -> None:
     assert main(["settings"]) == 0

@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 from analytics import queries  # noqa: E402
 from analytics.hygiene import load_rules  # noqa: E402
+from analytics.lake import Lake, data_root, write_pointer  # noqa: E402
 from analytics.model import open_model  # noqa: E402
-from analytics.publish import publish, snapshot_path, work_path  # noqa: E402
 from analytics.reader import COLUMNS, Batch  # noqa: E402
 from analytics.rollup import Rollup  # noqa: E402
 from analytics.snapshot import open_snapshot  # noqa: E402
@@ -87,7 +87,23 @@ PAGES: dict[str, Callable[[duckdb.DuckDBPyConnection, queries.Filters], Any]] = 
 
 def build(data_dir: Path, messages: int) -> float:
     started = time.perf_counter()
-    con = open_model(work_path(data_dir))
+    # The lake's catalog: a database of its own on the server the README's commands find.
+    from smsledger import devdb
+    server = devdb.find_database(ROOT / ".smsledger")
+    import asyncio
+
+    import asyncpg
+
+    async def fresh() -> None:
+        conn = await asyncpg.connect(server.url)
+        await conn.execute('DROP DATABASE IF EXISTS "smsledger_bench_dashboard" WITH (FORCE)')
+        await conn.execute('CREATE DATABASE "smsledger_bench_dashboard"')
+        await conn.close()
+
+    asyncio.run(fresh())
+    url = server.url_for("smsledger_bench_dashboard")
+    lake = Lake(url, "smsledger_lake", data_root(data_dir) / "smsledger_lake")
+    con = open_model(lake)
     rollup = Rollup(con, load_rules())
     gen = duckdb.connect()
     step = 100_000
@@ -99,7 +115,7 @@ def build(data_dir: Path, messages: int) -> float:
             [(name, kind) for name, kind in COLUMNS.items()]))
         total += table.num_rows
         rollup.apply(Batch(table, Cursor(1, int(table["position"][-1].as_py()))), total)
-    publish(con, work_path(data_dir), snapshot_path(data_dir))
+    write_pointer(data_dir, lake)
     con.close()
     return time.perf_counter() - started
 

@@ -14,7 +14,8 @@ import asyncpg
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
-from schema import events, store
+from schema import store
+from schema.sources.webhooks import status_callback
 
 
 async def bare(request: web.Request) -> web.Response:
@@ -46,7 +47,7 @@ def main() -> None:
             if not validator.validate(public + request.path_qs, form,
                                       request.headers.get("X-Twilio-Signature", "")):
                 return web.Response(status=403)
-            event = events.status_callback(form)  # type: ignore[arg-type]
+            event = status_callback(form)  # type: ignore[arg-type]
             async with app[pool_key].acquire() as conn:
                 await store.append(conn, [event])
             return web.Response(status=200)

@@ -28,7 +28,8 @@ import asyncpg
 import run as bench  # bench/ingest/run.py: the same database set-up
 
 from schema import store
-from schema.events import as_json_rows, status_callback
+from schema.sources.webhooks import status_callback
+from schema.store import as_json_rows
 from smsledger import devdb
 
 APPEND = store.sql("append")

@@ -40,10 +40,14 @@ for i, day in enumerate(daily["day"]):
     rows.append({"day": day, "rate": daily["delivery_rate"].iloc[i], "baseline": base,
                  "low": low, "high": high, "finished": int(finished.iloc[i])})
 trend = pd.DataFrame(rows)
-base_chart = alt.Chart(trend).encode(x=alt.X("day:T", title=None,
-                                             axis=alt.Axis(format="%Y-%m-%d")))
-band = base_chart.mark_area(opacity=0.2, color="#1565c0").encode(
-    y=alt.Y("low:Q", title="Delivery rate", axis=alt.Axis(format="%")), y2="high:Q")
+day_axis = alt.X("yearmonthdate(day):O", title=None, axis=alt.Axis(format="%Y-%m-%d",
+                                                                    labelAngle=0))
+base_chart = alt.Chart(trend).encode(x=day_axis)
+# The expected range of each day on its own (a box per day): days differ in volume, so the
+# range differs too, and joining them into one area would draw ranges between days.
+band = base_chart.mark_bar(opacity=0.25, color="#1565c0", size=18).encode(
+    y=alt.Y("low:Q", title="Delivery rate", axis=alt.Axis(format="%"),
+            scale=alt.Scale(domain=[0, 1])), y2="high:Q")
 line = base_chart.mark_line(point=True, color="#2e7d32").encode(
     y="rate:Q", tooltip=[alt.Tooltip("day:T", format="%Y-%m-%d"),
                          alt.Tooltip("rate:Q", title="delivery rate", format=".1%"),
@@ -54,11 +58,11 @@ layers = band + line
 marks: pd.DataFrame = cached(path, "alert_marks", filters)
 if not marks.empty:
     layers += alt.Chart(marks).mark_rule(strokeDash=[4, 3]).encode(
-        x="at:T", color=alt.Color("what:N", title=None, scale=alt.Scale(
+        x=alt.X("yearmonthdate(at):O"), color=alt.Color("what:N", title=None, scale=alt.Scale(
             domain=["alert opened", "alert resolved"], range=["#c62828", "#2e7d32"])),
         tooltip=[alt.Tooltip("at:T", format="%Y-%m-%d %H:%M"), "what:N"])
 st.altair_chart(layers, width="stretch")
-st.caption(f"The band is where the day's rate would fall, given its volume, if delivery were "
+st.caption(f"Each day's box is where its rate would fall, given its volume, if delivery were "
            f"as good as in the {BASELINE_DAYS} days before (95 % Wilson interval). Dashed "
            "lines: alerts opening and resolving.")
 
@@ -66,7 +70,7 @@ st.subheader("Messages by day")
 long = daily[["day", "delivered", "failed"]].melt(id_vars=["day"], var_name="outcome",
                                                   value_name="messages")
 st.altair_chart(alt.Chart(long).mark_bar().encode(
-    x=alt.X("day:T", title=None, axis=alt.Axis(format="%Y-%m-%d")),
+    x=day_axis,
     y=alt.Y("messages:Q", stack=True, title="Messages"),
     color=alt.Color("outcome:N", title=None, scale=alt.Scale(
         domain=["delivered", "failed"], range=["#2e7d32", "#c62828"]))), width="stretch")

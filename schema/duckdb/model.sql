@@ -1,8 +1,10 @@
--- The analytics model in DuckDB, written by one process (the rollup). Every table is a pure
--- function of the event log: a rebuild from scratch gives the same rows.
+-- The analytics model, a DuckLake (see analytics/lake.py) written by one process (the rollup).
+-- Every table is a pure function of the event log: a rebuild from scratch gives the same rows.
+-- DuckLake has no primary keys or indexes: the keys are unique by construction, and the tests
+-- check that they are.
 
 CREATE TABLE IF NOT EXISTS rollup_cursor (
-    id          INTEGER PRIMARY KEY,       -- always 1
+    id          INTEGER NOT NULL,          -- always 1
     tx_id       UBIGINT NOT NULL,
     position    BIGINT NOT NULL,
     events      BIGINT NOT NULL,           -- events applied so far
@@ -117,25 +119,11 @@ CREATE TABLE IF NOT EXISTS numbers (
 );
 
 CREATE TABLE IF NOT EXISTS error_codes (
-    code               INTEGER PRIMARY KEY,
+    code               INTEGER NOT NULL,      -- unique
     meaning            VARCHAR NOT NULL,
     class              VARCHAR NOT NULL,
     catalogue_version  VARCHAR NOT NULL
 );
-
--- A status's place in a message's life; the highest key is the final status, whatever order
--- the callbacks came in. Unknown statuses rank between sending and sent. partially_delivered
--- (some segments of a multi-segment message delivered) outranks the failures: a receipt that
--- something arrived says more than one that something did not. canceled (a scheduled message
--- withdrawn before sending) ranks under the failures: a failure callback means it was sent.
-CREATE OR REPLACE MACRO status_key(s, code) AS
-    CASE WHEN s IS NULL THEN NULL ELSE
-        (CASE s WHEN 'scheduled' THEN 10 WHEN 'accepted' THEN 11 WHEN 'queued' THEN 20
-                WHEN 'sending' THEN 30 WHEN 'sent' THEN 40 WHEN 'receiving' THEN 41
-                WHEN 'received' THEN 50 WHEN 'partially_delivered' THEN 65
-                WHEN 'canceled' THEN 60 WHEN 'undelivered' THEN 61 WHEN 'failed' THEN 62
-                WHEN 'delivered' THEN 70 WHEN 'read' THEN 80 ELSE 35 END)::BIGINT * 1000000
-        + coalesce(code, 0) END;
 
 CREATE OR REPLACE VIEW status_changes AS
     SELECT message_sid, status, error_code, received_at, position, source

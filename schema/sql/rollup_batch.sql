@@ -1,6 +1,10 @@
--- One batch for the rollup, gap-free (see read_after.sql for why the horizon), with the few
--- payload fields the model needs extracted only for the event types that carry them: status
--- callbacks, the bulk of the log, pay for no jsonb extraction at all.
+-- One batch for the rollup (analytics/reader.py), gap-free. A reader that checkpoints by
+-- position alone can skip an event whose transaction commits after a later one. So read in
+-- (tx_id, position) order and only below the oldest transaction still in flight in this
+-- database (read_horizon()), computed in this same statement: every transaction below that
+-- horizon has committed or aborted, so nothing can later appear behind the cursor.
+-- The few payload fields the model needs are extracted only for the event types that carry
+-- them: status callbacks, the bulk of the log, pay for no jsonb extraction at all.
 SELECT position, tx_id::text::numeric(20, 0) AS tx_id, type, source, message_sid, phone, status,
        error_code, occurred_at, received_at,
        CASE WHEN type IN ('message.sent', 'message.send_failed', 'message.refused')

@@ -1,0 +1,176 @@
+-- The analyses the dashboard, the reports and the worker read from the DuckDB model
+-- (analytics/queries.py, report.py, enrich.py), by name. Filters are bound: $start, $end,
+-- $sender, $category, $country (NULL: no filter), through the facts_in / facts_by macros of
+-- schema/duckdb/macros.sql, which also define is_delivered, is_failed and verdict_rank.
+
+-- name: overview
+SELECT count(*), count(*) FILTER (WHERE is_delivered(status)),
+       count(*) FILTER (WHERE is_failed(status)),
+       median(latency_s) FILTER (WHERE category = 'otp'),
+       sum(segments) FILTER (WHERE status IS DISTINCT FROM 'canceled'),
+       count(*) FILTER (WHERE status = 'canceled')
+FROM facts_in($start, $end, $sender, $category, $country);
+
+-- name: delivery_by
+-- $dim names a column of facts_by; time dimensions in time order, the others by volume.
+SELECT COLUMNS(lambda c: c = $dim), count(*) AS messages,
+       count(*) FILTER (WHERE is_delivered(status)) AS delivered,
+       count(*) FILTER (WHERE is_failed(status)) AS failed,
+       delivered / nullif(delivered + failed, 0) AS delivery_rate,
+       median(latency_s) AS median_latency_s
+FROM facts_by($start, $end, $sender, $category, $country)
+GROUP BY ALL
+ORDER BY CASE WHEN $dim IN ('day', 'hourly', 'hour') THEN 0 ELSE messages END DESC, 1;
+
+-- name: status_funnel
+WITH f AS (SELECT * FROM facts_in($start, $end, $sender, $category, $country))
+SELECT stage, count FROM (
+    SELECT 1 AS o, 'handed to Twilio' AS stage, count(*) AS count FROM f
+    UNION ALL SELECT 2, 'sent to carrier', count(*) FROM f
+        WHERE first_sent_at IS NOT NULL OR delivered_at IS NOT NULL OR failed_at IS NOT NULL
+    UNION ALL SELECT 3, 'delivered', count(*) FROM f WHERE is_delivered(status)
+) ORDER BY o;
+
+-- name: error_breakdown
+SELECT error_code, any_value(error_meaning) AS meaning,
+       coalesce(any_value(error_class), 'unclassified') AS class,
+       count(*) AS messages,
+       count(*) / sum(count(*)) OVER () AS share,
+       string_agg(DISTINCT coalesce(carrier, 'unknown'), ', ') AS carriers,
+       string_agg(DISTINCT coalesce(country, 'unknown'), ', ') AS countries
+FROM facts_in($start, $end, $sender, $category, $country)
+WHERE error_code IS NOT NULL
+GROUP BY error_code ORDER BY messages DESC;
+
+-- name: error_trend
+-- $unit: 'day' or 'hour'.
+SELECT date_trunc($unit, coalesce(failed_at, first_seen_at)) AS period,
+       error_code::VARCHAR AS error_code, count(*) AS messages
+FROM facts_in($start, $end, $sender, $category, $country)
+WHERE error_code IS NOT NULL
+GROUP BY ALL ORDER BY 1, 2;
+
+-- name: otp_latency
+-- $dim names a column of facts_by ('scope': all OTPs in one row); hours and days in time
+-- order, the others slowest first.
+SELECT COLUMNS(lambda c: c = $dim), count(*) AS delivered,
+       quantile_cont(latency_s, 0.5) AS p50_s, quantile_cont(latency_s, 0.9) AS p90_s,
+       quantile_cont(latency_s, 0.99) AS p99_s
+FROM facts_by($start, $end, $sender, $category, $country)
+WHERE category = 'otp' AND latency_s IS NOT NULL
+GROUP BY ALL
+ORDER BY CASE WHEN $dim IN ('hour', 'day') THEN 0 ELSE p50_s END DESC, 1;
+
+-- name: otp_latencies
+SELECT latency_s, carrier, country
+FROM facts_in($start, $end, $sender, $category, $country)
+WHERE category = 'otp' AND latency_s IS NOT NULL
+ORDER BY sent_at DESC LIMIT $limit;
+
+-- name: verify_conversion
+-- Events, not messages: only the date range applies.
+SELECT date_trunc('day', occurred_at) AS day,
+       count(DISTINCT detail) FILTER (WHERE type = 'verification.started') AS started,
+       count(DISTINCT detail) FILTER (WHERE type = 'verification.checked'
+                                      AND status = 'approved') AS approved,
+       approved / nullif(started, 0) AS conversion
+FROM events
+WHERE ($start IS NULL OR occurred_at >= $start) AND ($end IS NULL OR occurred_at < $end)
+  AND type LIKE 'verification.%'
+GROUP BY 1 ORDER BY 1;
+
+-- name: otp_conversion
+-- Per day of sending: OTP messages, those confirmed (otp.confirmed), the share confirmed.
+SELECT date_trunc('day', coalesce(sent_at, first_seen_at)) AS day, count(*) AS sent,
+       count(*) FILTER (WHERE message_sid IN (
+           SELECT message_sid FROM events WHERE type = 'otp.confirmed')) AS confirmed,
+       confirmed / nullif(sent, 0) AS conversion
+FROM facts_in($start, $end, $sender, $category, $country)
+WHERE category = 'otp'
+GROUP BY 1 ORDER BY 1;
+
+-- name: opt_outs
+SELECT date_trunc('day', occurred_at) AS day,
+       replace(type, 'contact.', '') AS kind, coalesce(detail, '') AS keyword,
+       count(*) AS events
+FROM events
+WHERE ($start IS NULL OR occurred_at >= $start) AND ($end IS NULL OR occurred_at < $end)
+  AND type IN ('contact.opted_out', 'contact.opted_in', 'contact.help_requested')
+GROUP BY ALL ORDER BY 1, 2, 4 DESC;
+
+-- name: flagged_numbers
+-- $verdicts: a list of verdicts, or NULL for every verdict but ok.
+SELECT phone, verdict, reason, error_codes, sends, deliveries, failures,
+       consecutive_failures, first_failure_at, last_failure_at, last_delivered_at,
+       country, carrier, line_type, action
+FROM numbers
+WHERE verdict <> 'ok'
+  AND ($verdicts IS NULL OR list_contains($verdicts, verdict))
+  AND ($country IS NULL OR country = $country)
+ORDER BY verdict_rank(verdict), last_failure_at DESC NULLS LAST;
+
+-- name: hygiene_flagged
+SELECT phone, verdict, reason, error_codes, sends, deliveries, failures,
+       consecutive_failures, first_failure_at, last_failure_at, last_delivered_at, country,
+       carrier, line_type, action AS recommended_action, suppressed
+FROM numbers WHERE verdict <> 'ok'
+ORDER BY verdict_rank(verdict), last_failure_at DESC NULLS LAST, phone;
+
+-- name: refused_sends
+SELECT CASE WHEN type = 'message.refused' THEN 'smsledger' ELSE 'Twilio' END AS by,
+       CASE WHEN type = 'message.refused' THEN coalesce(detail, 'refused')
+            ELSE coalesce(error_code::VARCHAR, 'refused') END AS reason,
+       count(*) AS sends
+FROM events
+WHERE type IN ('message.refused', 'message.send_failed')
+  AND ($start::TIMESTAMPTZ IS NULL OR occurred_at >= $start)
+  AND ($end::TIMESTAMPTZ IS NULL OR occurred_at < $end)
+GROUP BY ALL ORDER BY sends DESC;
+
+-- name: alert_marks
+SELECT occurred_at AS at,
+       CASE type WHEN 'alert.opened' THEN 'alert opened' ELSE 'alert resolved' END AS what
+FROM events
+WHERE type IN ('alert.opened', 'alert.resolved')
+  AND ($start::TIMESTAMPTZ IS NULL OR occurred_at >= $start)
+  AND ($end::TIMESTAMPTZ IS NULL OR occurred_at < $end)
+ORDER BY occurred_at;
+
+-- name: timeline
+-- $key: a message SID, or a phone number when $by_phone.
+SELECT occurred_at, received_at, type, status, error_code, source, message_sid, phone,
+       category, detail, position
+FROM events WHERE message_sid = $key OR ($by_phone AND phone = $key) ORDER BY position;
+
+-- name: find_numbers
+SELECT phone, country, carrier, sends, verdict FROM numbers
+WHERE suffix(phone, $digits) ORDER BY sends DESC, phone LIMIT $limit;
+
+-- name: find_messages
+-- The newest messages matching a SID prefix, an error code, a carrier, a country or a sender
+-- (each NULL: any).
+SELECT message_sid, to_number AS phone, status, error_code, carrier, country,
+       coalesce(sent_at, first_seen_at) AS sent_at
+FROM message_facts
+WHERE ($sid_prefix IS NULL OR starts_with(message_sid, $sid_prefix))
+  AND ($code IS NULL OR error_code = $code)
+  AND ($carrier IS NULL OR coalesce(carrier, 'unknown') = $carrier)
+  AND ($country IS NULL OR coalesce(country, 'unknown') = $country)
+  AND ($sender IS NULL OR coalesce(from_number, messaging_service_sid) = $sender)
+ORDER BY coalesce(sent_at, first_seen_at) DESC LIMIT $limit;
+
+-- name: data_as_of
+SELECT updated_at FROM rollup_cursor WHERE id = 1;
+
+-- name: senders
+SELECT DISTINCT coalesce(from_number, messaging_service_sid) FROM messages ORDER BY 1;
+
+-- name: categories
+SELECT DISTINCT category FROM messages ORDER BY 1;
+
+-- name: countries
+SELECT DISTINCT country FROM numbers ORDER BY 1;
+
+-- name: numbers_to_look_up
+SELECT phone FROM number_info WHERE looked_up_at IS NULL AND phone LIKE '+%'
+ORDER BY phone LIMIT $limit;

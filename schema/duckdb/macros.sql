@@ -1,0 +1,39 @@
+-- What the readers of the DuckDB model share, defined once: the status groups, the verdict
+-- order, and the filtered view of messages the dashboard's filters select.
+-- TEMP macros: a read-only snapshot connection can create them, and each connection (each
+-- cursor) gets its own from analytics.queries.prepare.
+
+-- A final status that reached the handset / that did not. Some segments of a
+-- partially_delivered message arrived: the handset exists and receives, so it counts as
+-- delivered. canceled (withdrawn before sending) is neither: it is not in the delivery rate,
+-- whose denominator is the messages with an outcome.
+CREATE OR REPLACE TEMP MACRO is_delivered(status) AS
+    status IN ('delivered', 'read', 'partially_delivered');
+CREATE OR REPLACE TEMP MACRO is_failed(status) AS status IN ('undelivered', 'failed');
+
+-- The hygiene report's order: what to remove first.
+CREATE OR REPLACE TEMP MACRO verdict_rank(verdict) AS
+    CASE verdict WHEN 'remove' THEN 0 WHEN 'unreachable' THEN 1 WHEN 'blocked' THEN 2 ELSE 3 END;
+
+-- message_facts under the dashboard's filters (analytics.queries.Filters); a NULL filter
+-- selects everything.
+CREATE OR REPLACE TEMP MACRO facts_in(f_start, f_end, f_sender, f_category, f_country) AS TABLE
+    SELECT * FROM message_facts
+    WHERE (f_start IS NULL OR coalesce(sent_at, first_seen_at) >= f_start)
+      AND (f_end IS NULL OR coalesce(sent_at, first_seen_at) < f_end)
+      AND (f_sender IS NULL OR coalesce(from_number, messaging_service_sid) = f_sender)
+      AND (f_category IS NULL OR category = f_category)
+      AND (f_country IS NULL OR country = f_country);
+
+-- The same, with a column per dimension a chart can group by (unknowns named 'unknown'), and
+-- `scope` = 'all' for no grouping: a query picks one with COLUMNS(lambda c: c = $dim).
+CREATE OR REPLACE TEMP MACRO facts_by(f_start, f_end, f_sender, f_category, f_country) AS TABLE
+    SELECT * REPLACE (coalesce(carrier, 'unknown') AS carrier,
+                      coalesce(country, 'unknown') AS country,
+                      coalesce(category, 'unknown') AS category),
+           date_trunc('day', coalesce(sent_at, first_seen_at)) AS "day",
+           date_trunc('hour', coalesce(sent_at, first_seen_at)) AS hourly,
+           date_part('hour', coalesce(sent_at, first_seen_at)) AS "hour",
+           coalesce(from_number, messaging_service_sid, 'unknown') AS sender,
+           'all' AS scope
+    FROM facts_in(f_start, f_end, f_sender, f_category, f_country);

@@ -1,0 +1,300 @@
+"""`smsledger demo` end to end (every page gets data; Ctrl-C leaves no process and exits 0), and
+the worker's schedules: a hygiene report every N seconds, reconciliation every N seconds, the
+Lookup budget per round, and SIGTERM in the middle of a rollup finishing the batch."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestServer
+
+from analytics import queries
+from analytics.hygiene import load_rules
+from analytics.snapshot import SnapshotMissing, open_snapshot
+from analytics.worker import WorkerConfig, run_worker
+from schema import store
+from schema.events import Source, message_sent
+from schema.settings import Secret, Settings
+from sim.twilio import SimConfig, TwilioSim, create_sim_app
+from smsledger.devdb import free_port, port_open
+from tests.conftest import TEST_TOKEN, roll_up_everything, until
+from tests.factory import T0, append, message, settled, status
+from twilio_api.client import make_client
+
+ROOT = Path(__file__).resolve().parent.parent
+ACCOUNT = "AC" + "9" * 32
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process under ``pid`` (children, their children ...), by /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: set[int] = set()
+    stack = [pid]
+    while stack:
+        for child in parents.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie has exited: it only waits for its parent to read its status)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def free_base_port() -> int:
+    """A port P with P+10 and P+20 free as well (the demo's simulator and dashboard)."""
+    for _ in range(50):
+        port = free_port()
+        if port + 20 < 65536 and not any(port_open("127.0.0.1", port + d) for d in (10, 20)):
+            return port
+    raise AssertionError("no free port with +10 and +20 free")
+
+
+def every_page_has_data(data_dir: Path) -> bool:
+    """What each dashboard page shows, read through the queries it uses: sends and the trend,
+    error codes, carriers, OTP latency, Verify, flagged numbers, opt-outs, a timeline."""
+    try:
+        con = open_snapshot(data_dir)
+    except SnapshotMissing:
+        return False
+    try:
+        sid = con.execute("SELECT message_sid FROM messages LIMIT 1").fetchone()
+        return bool(queries.overview(con)["sends"] and sid
+                    and not queries.error_breakdown(con).empty
+                    and not queries.delivery_by(con, "carrier").empty
+                    and not queries.otp_latency(con).empty
+                    and not queries.verify_conversion(con).empty
+                    and not queries.flagged_numbers(con).empty
+                    and not queries.opt_outs(con).empty
+                    and not queries.timeline(con, sid[0]).empty)
+    finally:
+        con.close()
+
+
+@pytest.mark.timeout(420)
+def test_demo_fills_every_page_and_ctrl_c_leaves_no_process(db_url: str,
+                                                           tmp_path: Path) -> None:
+    port = free_base_port()
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMSLEDGER_", "TWILIO_"))}
+    env.update(DATABASE_URL=db_url, SMSLEDGER_DATA_DIR=str(data_dir))
+    log = (tmp_path / "demo.log").open("wb")
+    demo = subprocess.Popen([sys.executable, "-m", "smsledger.cli", "demo", "--port",
+                             str(port), "--rate", "20", "--duration", "600"],
+                            env=env, cwd=ROOT, stdout=log, stderr=log)
+    children: set[int] = set()
+    try:
+        deadline = time.monotonic() + 300
+        while not every_page_has_data(data_dir):
+            assert demo.poll() is None, (tmp_path / "demo.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "pages still empty after 300 s: " + (
+                tmp_path / "demo.log").read_text()[-3000:]
+            children |= descendants(demo.pid)
+            time.sleep(0.5)
+        children |= descendants(demo.pid)
+        # ingester, simulator, worker, dashboard at least
+        assert len(children) >= 4, children
+        demo.send_signal(signal.SIGINT)            # what Ctrl-C sends
+        assert demo.wait(timeout=90) == 0, (tmp_path / "demo.log").read_text()[-3000:]
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        log.close()
+    left = {pid for pid in children if alive(pid)}
+    assert not left, f"processes left after Ctrl-C: {left}"
+    text = (tmp_path / "demo.log").read_text()
+    assert "stopped" in text and "Traceback" not in text
+    assert TEST_TOKEN not in text
+
+
+# -- the worker's schedules ------------------------------------------------------------------
+
+async def plant_numbers(db: asyncpg.Connection, count: int) -> list[str]:
+    phones = [f"+1415555{n:04d}" for n in range(count)]
+    evs = []
+    for n, phone in enumerate(phones):
+        evs += message(n, phone, T0 + timedelta(minutes=n))
+    await append(db, evs)
+    return phones
+
+
+@pytest.fixture
+async def twilio(tmp_path: Path) -> AsyncIterator[tuple[TwilioSim, object]]:
+    sim = TwilioSim(SimConfig(account_sid=ACCOUNT, auth_token=TEST_TOKEN, seed=2, numbers=20,
+                              time_scale=0.01))
+    async with TestServer(create_sim_app(sim)) as server:
+        client, http = make_client(Settings(
+            twilio_account_sid=ACCOUNT, twilio_auth_token=Secret(TEST_TOKEN),
+            twilio_api_url=str(server.make_url("")).rstrip("/")))
+        try:
+            yield sim, client
+        finally:
+            await http.close()
+
+
+async def test_hygiene_report_every_n_seconds(db_url: str, db: asyncpg.Connection,
+                                              tmp_path: Path) -> None:
+    await plant_numbers(db, 3)
+    await append(db, message(90, "+14155559999", T0, "undelivered", 30005))
+    stop = asyncio.Event()
+    config = WorkerConfig(database_url=db_url, data_dir=tmp_path, rules=load_rules(),
+                          interval_s=0.1, hygiene_every_s=1.0)
+    reports = tmp_path / "reports"
+    started = time.monotonic()
+    worker = asyncio.create_task(run_worker(config, stop=stop))
+    try:
+        await until(lambda: len(list(reports.glob("hygiene-2*.csv"))) >= 3, 60,
+                    "three hygiene reports")
+    finally:
+        stop.set()
+        await worker
+    elapsed = time.monotonic() - started
+    made = sorted(reports.glob("hygiene-2*.csv"))   # not hygiene-latest.csv
+    # The first follows the first rollup, then one per second: never more often.
+    assert len(made) <= elapsed / 1.0 + 1, (len(made), elapsed)
+    for csv_path in made:
+        assert "+14155559999" in csv_path.read_text()
+
+
+async def test_reconcile_every_n_seconds(db_url: str, db: asyncpg.Connection, tmp_path: Path,
+                                         twilio: tuple[TwilioSim, object]) -> None:
+    """Each send the callbacks never reached is fetched by the next reconciliation; a send
+    made after the first one is found by a later one: the schedule repeats."""
+    sim, client = twilio
+    good = sim.numbers_with("good")
+
+    async def lost_send(n: int) -> str:
+        code, created = sim.create_message({"To": good[n].e164, "From": "+15005550006",
+                                            "Body": "hi"}, [])   # no callback URL: all lost
+        assert code == 201
+        async with db.transaction():
+            await store.append(db, [message_sent(
+                sid=created["sid"], to=good[n].e164, from_="+15005550006",
+                messaging_service_sid=None, category="otp", tags=[], segments=1,
+                media_count=0, status="queued",
+                requested_at=datetime.now(UTC) - timedelta(minutes=30), source=Source.API)])
+        return str(created["sid"])
+
+    async def reconciled() -> set[str]:
+        rows = await db.fetch("SELECT DISTINCT message_sid FROM events "
+                              "WHERE source = 'reconcile' AND type = 'message.status'")
+        return {r["message_sid"] for r in rows}
+
+    first = await lost_send(0)
+    await sim.drain()
+    stop = asyncio.Event()
+    config = WorkerConfig(database_url=db_url, data_dir=tmp_path, rules=load_rules(),
+                          interval_s=0.1, hygiene_every_s=0, reconcile_every_s=0.5,
+                          reconcile_after_s=60)
+    worker = asyncio.create_task(run_worker(config, client, stop=stop))
+    try:
+        found: set[str] = set()
+
+        async def poll() -> None:
+            found.clear()
+            found.update(await reconciled())
+
+        deadline = asyncio.get_running_loop().time() + 60
+        while first not in found:
+            assert asyncio.get_running_loop().time() < deadline, "first send not reconciled"
+            await poll()
+            await asyncio.sleep(0.05)
+        second = await lost_send(1)
+        await sim.drain()
+        while second not in found:
+            assert asyncio.get_running_loop().time() < deadline, "second send not reconciled"
+            await poll()
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await worker
+
+
+async def test_lookup_budget_per_round(db_url: str, db: asyncpg.Connection, tmp_path: Path,
+                                       twilio: tuple[TwilioSim, object]) -> None:
+    _, client = twilio
+    phones = await plant_numbers(db, 5)
+    await roll_up_everything(db_url, tmp_path)          # the model knows the five numbers
+    config = WorkerConfig(database_url=db_url, data_dir=tmp_path, rules=load_rules(),
+                          once=True, hygiene_every_s=0, lookup_limit=2)
+    looked: list[int] = []
+    for _ in range(4):
+        await settled(db)    # last round's answers below the reader's horizon: rolled up now
+        await run_worker(config, client, stop=asyncio.Event())
+        looked.append(await db.fetchval(
+            "SELECT count(*) FROM events WHERE type = 'number.looked_up'"))
+    assert looked == [2, 4, 5, 5]        # two a round, each number once, then none
+    rows = await db.fetch("SELECT phone FROM events WHERE type = 'number.looked_up'")
+    assert sorted(r["phone"] for r in rows) == sorted(phones)
+
+
+async def test_sigterm_mid_rollup_finishes_the_batch(db_url: str, db: asyncpg.Connection,
+                                                     tmp_path: Path) -> None:
+    """SIGTERM while the worker is applying a long backlog in batches of 100: it commits the
+    batch it is in, publishes, and exits 0; the snapshot holds whole batches, in log order."""
+    total, batch = 20_000, 100
+    evs = [status(f"SM{n:032x}", "+14155550100", "sent", T0 + timedelta(seconds=n))
+           for n in range(total)]
+    await append(db, evs)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMSLEDGER_", "TWILIO_"))}
+    env.update(DATABASE_URL=db_url, SMSLEDGER_DATA_DIR=str(tmp_path),
+               SMSLEDGER_HYGIENE_EVERY_S="0", SMSLEDGER_LOOKUP_LIMIT="0")
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "smsledger.cli", "worker", "--batch-size", str(batch), env=env,
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        # The leader lock taken: the next thing the worker does is the rollup, and it checks
+        # for a stop only between batches.
+        deadline = asyncio.get_running_loop().time() + 60
+        while not await db.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                    "AND database = (SELECT oid FROM pg_database WHERE "
+                                    "datname = current_database()) AND granted"):
+            assert worker.returncode is None
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        worker.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(worker.communicate(), 120)
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
+    assert worker.returncode == 0, out.decode()[-3000:]
+    con = open_snapshot(tmp_path)
+    try:
+        applied = con.execute("SELECT events FROM rollup_cursor").fetchone()
+        assert applied is not None
+        [n] = applied
+        positions = [r[0] for r in con.execute("SELECT position FROM events ORDER BY position")
+                     .fetchall()]
+    finally:
+        con.close()
+    assert 0 < n < total, n                 # stopped early, after at least one batch
+    assert n % batch == 0, n                # whole batches only
+    first = [r["position"] for r in await db.fetch(
+        "SELECT position FROM events ORDER BY tx_id, position LIMIT $1", n)]
+    assert positions == sorted(first)       # exactly the log's first n events
