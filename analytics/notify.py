@@ -33,7 +33,7 @@ import asyncpg
 
 from analytics.alerting import AlertsConfig
 from analytics.alerts import Transition, read_alert_log
-from schema import store
+from schema import roles, store
 from schema.events import alert_notified
 
 log = logging.getLogger("smsledger.analytics.notify")
@@ -193,10 +193,11 @@ class Notifier:
             while True:
                 try:
                     if pg is None or pg.is_closed():
-                        pg = await asyncpg.connect(self.database_url)
+                        # The worker's least-privileged role, as its other connection.
+                        pg = await roles.connect_as(self.database_url, roles.WORKER_ROLE)
                     await self.send_pending(pg)
                     self._retry_at.pop("database", None)
-                except (asyncpg.PostgresError, OSError) as exc:
+                except (asyncpg.PostgresError, OSError, roles.RoleMissing) as exc:
                     log.warning("alert notifier cannot reach the log: %s", type(exc).__name__)
                     if pg is not None:
                         pg.terminate()

@@ -14,10 +14,9 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
-
 from analytics.alerting import AlertsConfig
 from analytics.alerts import AlertLog, Transition, load_alert_rules, read_alert_log
+from schema import roles
 from schema.settings import Settings
 
 EXIT_OPEN = 3
@@ -66,7 +65,7 @@ def render(found: list[dict[str, Any]], fmt: str) -> str:
 
 
 async def list_alerts(settings: Settings, everything: bool, fmt: str) -> int:
-    pg = await asyncpg.connect(settings.database_url)
+    pg = await roles.connect_as(settings.database_url, roles.WORKER_ROLE)
     try:
         log = await read_alert_log(pg)
     finally:
@@ -85,7 +84,7 @@ async def check(settings: Settings, fmt: str) -> int:
     config = alerts_config(settings)
     engine = AlertEngine(config.rules, shipped())
     duck = await asyncio.to_thread(open_snapshot, settings.data_dir)
-    pg = await asyncpg.connect(settings.database_url)
+    pg = await roles.connect_as(settings.database_url, roles.WORKER_ROLE)
     try:
         changed = await engine.evaluate(duck, pg, datetime.now(UTC))
         for e in changed:

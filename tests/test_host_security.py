@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,13 +125,26 @@ def test_the_demo_leaves_only_private_files_under_umask_022(db_url: str, tmp_pat
     env.pop("SMSLEDGER_SHOW_NUMBERS", None)
     log = tmp_path / "demo.log"
     with log.open("wb") as out:
-        done = subprocess.run(
-            [sys.executable, "-m", "smsledger.cli", "demo", "--duration", "12", "--rate", "20",
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "smsledger.cli", "demo", "--rate", "20",
              "--port", str(_free_block())], env=env, cwd=ROOT, stdout=out,
-            stderr=subprocess.STDOUT, timeout=400, check=False)
-    output = log.read_text(errors="replace")
-    assert done.returncode == 0, output[-3000:]
-    assert "dashboard: http://127.0.0.1:" in output, output[-3000:]
+            stderr=subprocess.STDOUT)
+        try:
+            # Until every kind of file is there: a snapshot, and a hygiene report (whole
+            # numbers) after the first rollup; then SIGTERM, as Ctrl-C would stop it.
+            deadline = time.monotonic() + 300
+            while not (list((data / "reports").glob("hygiene-*.csv"))
+                       and list((data / "snapshots").glob("*.duckdb"))
+                       and "dashboard: http://127.0.0.1:" in log.read_text(errors="replace")):
+                assert demo.poll() is None, log.read_text(errors="replace")[-3000:]
+                assert time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
+                time.sleep(0.5)
+            demo.send_signal(signal.SIGTERM)
+            assert demo.wait(timeout=60) == 0, log.read_text(errors="replace")[-3000:]
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+                demo.wait()
     made = {p.relative_to(data).parts[0] for p in data.rglob("*")}
     assert {"lake", "reports", "analytics.lake"} <= made, made
     assert list((data / "reports").glob("hygiene-*.csv")), "the demo wrote no hygiene report"
