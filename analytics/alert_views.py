@@ -5,31 +5,22 @@ delivery rate over time for the chart."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from functools import cache
-from importlib import resources
 from typing import Any
 
 import duckdb
 import pandas as pd
 
+from schema.named_sql import named
+
 # Not analytics.alerts: that module speaks to PostgreSQL, and the dashboard never imports asyncpg.
 SEGMENT_FIELDS = ("carrier", "country", "sender", "prefix", "code")
 
 
-@cache
-def queries() -> dict[str, str]:
-    """``analytics/sql/alert_views.sql`` by its ``-- name:`` headers."""
-    text = resources.files("analytics").joinpath("sql", "alert_views.sql").read_text("utf-8")
-    found: dict[str, str] = {}
-    name = None
-    for line in text.splitlines():
-        if line.startswith("-- name:"):
-            name = line.split(":", 1)[1].strip()
-            found[name] = ""
-        elif name is not None:
-            found[name] += line + "\n"
-    return {k: v.strip().rstrip(";") for k, v in found.items()}
+def queries() -> Mapping[str, str]:
+    """``analytics/sql/alert_views.sql`` by its ``-- name:`` headers (read once)."""
+    return named("analytics", "sql/alert_views.sql")
 
 
 def label(segment: dict[str, Any]) -> str:

@@ -12,30 +12,19 @@ import math
 import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from functools import cache
-from importlib import resources
 from typing import Any
 
 import duckdb
 
 from analytics.alerts import Context, Detector, IngestStatus, Observation, Param, Rule, Segment
+from schema.named_sql import named
 
 BASELINE_TTL_S = 300.0
 
 
-@cache
-def queries() -> dict[str, str]:
-    """``analytics/sql/detectors.sql`` by its ``-- name:`` headers."""
-    text = resources.files("analytics").joinpath("sql", "detectors.sql").read_text("utf-8")
-    found: dict[str, str] = {}
-    name = None
-    for line in text.splitlines():
-        if line.startswith("-- name:"):
-            name = line.split(":", 1)[1].strip()
-            found[name] = ""
-        elif name is not None:
-            found[name] += line + "\n"
-    return {k: v.strip().rstrip(";") for k, v in found.items()}
+def queries() -> Mapping[str, str]:
+    """``analytics/sql/detectors.sql`` by its ``-- name:`` headers (read once)."""
+    return named("analytics", "sql/detectors.sql")
 
 
 def rows(con: duckdb.DuckDBPyConnection, name: str, **params: Any) -> list[dict[str, Any]]:
