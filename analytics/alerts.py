@@ -38,8 +38,9 @@ import dataclasses
 import json
 import logging
 import math
+import time
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
@@ -394,3 +395,27 @@ class AlertEngine:
             if e.idempotency_key in new:
                 log.warning("%s: %s", e.type, e.payload["text"])
         return [e for e in changes if e.idempotency_key in new]
+
+
+# Baselines cover days: re-reading them every tick would cost what the history costs.
+BASELINE_TTL_S = 300.0
+
+
+class Baselines:
+    """A detector's baseline rows (``fetch(con, name, since=, until=)``), re-read when older
+    than ``BASELINE_TTL_S`` or when the period asked for moves to another TTL slot (a test's
+    planted clock, a new rule file)."""
+
+    def __init__(self, fetch: Callable[..., list[dict[str, Any]]]) -> None:
+        self._fetch = fetch
+        self._key: tuple[Any, ...] | None = None
+        self._rows: list[dict[str, Any]] = []
+        self._at = 0.0
+
+    def get(self, con: duckdb.DuckDBPyConnection, name: str, since: float, until: float,
+            ) -> list[dict[str, Any]]:
+        key = (name, since // BASELINE_TTL_S, until // BASELINE_TTL_S)
+        if key != self._key or time.monotonic() - self._at > BASELINE_TTL_S:
+            self._rows = self._fetch(con, name, since=since, until=until)
+            self._key, self._at = key, time.monotonic()
+        return self._rows

@@ -9,17 +9,23 @@ so a tick costs what its windows cost.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 import duckdb
 
-from analytics.alerts import Context, Detector, IngestStatus, Observation, Param, Rule, Segment
+from analytics.alerts import (
+    Baselines,
+    Context,
+    Detector,
+    IngestStatus,
+    Observation,
+    Param,
+    Rule,
+    Segment,
+)
 from schema.named_sql import named
-
-BASELINE_TTL_S = 300.0
 
 
 def queries() -> Mapping[str, str]:
@@ -60,24 +66,6 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x * 100:.1f}%"
 
 
-class _Baselines:
-    """A detector's baseline rows, re-read when older than ``BASELINE_TTL_S`` or when the
-    period asked for moves to another TTL slot (a test's planted clock, a new rule file)."""
-
-    def __init__(self) -> None:
-        self._key: tuple[Any, ...] | None = None
-        self._rows: list[dict[str, Any]] = []
-        self._at = 0.0
-
-    def get(self, con: duckdb.DuckDBPyConnection, name: str, since: float, until: float,
-            ) -> list[dict[str, Any]]:
-        key = (name, since // BASELINE_TTL_S, until // BASELINE_TTL_S)
-        if key != self._key or time.monotonic() - self._at > BASELINE_TTL_S:
-            self._rows = rows(con, name, since=since, until=until)
-            self._key, self._at = key, time.monotonic()
-        return self._rows
-
-
 class DeliveryRateDrop:
     name = "delivery_rate_drop"
     params: Mapping[str, Param] = {
@@ -89,7 +77,7 @@ class DeliveryRateDrop:
     }
 
     def __init__(self) -> None:
-        self._baseline = _Baselines()
+        self._baseline = Baselines(rows)
 
     def observe(self, ctx: Context, rule: Rule) -> Iterable[Observation]:
         span = _span(ctx, rule)
@@ -132,7 +120,7 @@ class ErrorCodeSpike:
     }
 
     def __init__(self) -> None:
-        self._baseline = _Baselines()
+        self._baseline = Baselines(rows)
 
     def observe(self, ctx: Context, rule: Rule) -> Iterable[Observation]:
         span = _span(ctx, rule)
@@ -171,7 +159,7 @@ class OtpLatency:
     }
 
     def __init__(self) -> None:
-        self._baseline = _Baselines()
+        self._baseline = Baselines(rows)
 
     def observe(self, ctx: Context, rule: Rule) -> Iterable[Observation]:
         span = _span(ctx, rule)
@@ -202,7 +190,7 @@ class OptOutSpike:
     }
 
     def __init__(self) -> None:
-        self._baseline = _Baselines()
+        self._baseline = Baselines(rows)
 
     def observe(self, ctx: Context, rule: Rule) -> Iterable[Observation]:
         span = _span(ctx, rule)

@@ -23,7 +23,6 @@ alert names the signals that fired and their figures: the guard that refuses sen
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from analytics.alerts import Context, Observation, Param, Rule, Segment
+from analytics.alerts import Baselines, Context, Observation, Param, Rule, Segment
 from schema.named_sql import named
 
 RULE = "pumping"
@@ -46,26 +45,6 @@ def query(con: duckdb.DuckDBPyConnection, name: str, **params: Any) -> list[dict
     cur = con.execute(_queries()[name], params)
     columns = [d[0] for d in cur.description or ()]
     return [dict(zip(columns, r, strict=True)) for r in cur.fetchall()]
-
-
-class _CountryBaselines:
-    """The baseline rows, re-read at most every ``BASELINE_TTL_S`` (they cover days) or when
-    the period asked for moves to another slot (as ``analytics.detectors`` does)."""
-
-    def __init__(self) -> None:
-        self._key: tuple[Any, ...] | None = None
-        self._rows: list[dict[str, Any]] = []
-        self._at = 0.0
-
-    def get(self, con: duckdb.DuckDBPyConnection, name: str, since: float, until: float,
-            ) -> list[dict[str, Any]]:
-        from analytics.detectors import BASELINE_TTL_S
-
-        key = (name, since // BASELINE_TTL_S, until // BASELINE_TTL_S)
-        if key != self._key or time.monotonic() - self._at > BASELINE_TTL_S:
-            self._rows = query(con, name, since=since, until=until)
-            self._key, self._at = key, time.monotonic()
-        return self._rows
 
 
 class Pumping:
@@ -88,7 +67,7 @@ class Pumping:
     }
 
     def __init__(self) -> None:
-        self._baseline = _CountryBaselines()
+        self._baseline = Baselines(query)
 
     def observe(self, ctx: Context, rule: Rule) -> Iterable[Observation]:
         # The shared helpers, imported here: analytics.detectors registers this detector.
