@@ -33,6 +33,7 @@ Adding a detector (e.g. in ``analytics/detectors.py``, or a module of your own):
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -381,7 +382,9 @@ class AlertEngine:
                        ) -> list[Event]:
         """One evaluation: observe, decide against the log, append; return what was new."""
         now = now or datetime.now(UTC)
-        seen = self.observe(duck, now, ingest)
+        # In a thread: the detectors' queries take tens of milliseconds, and the notifier and
+        # the worker's signal handling share this event loop (DuckDB releases the GIL).
+        seen = await asyncio.to_thread(self.observe, duck, now, ingest)
         state = await read_alert_log(pg)
         changes = self.decide(state, seen, now)
         if not changes:

@@ -7,15 +7,15 @@ hygiene report would save a month. Query functions on the model (a snapshot conn
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from functools import cache
-from importlib import resources
 from typing import Any
 
 import duckdb
 import pandas as pd
 
 from analytics.prices import PriceTable
+from schema.named_sql import named
 
 BY = ("day", "sender", "category", "country", "carrier")
 # The csv/json columns of `smsledger report cost`, in order.
@@ -24,15 +24,8 @@ REPORT_COLUMNS = ["key", "messages", "segments", "delivered", "priced", "estimat
 SAVING_WINDOW = timedelta(days=30)
 
 
-@cache
-def _queries() -> dict[str, str]:
-    """``cost.sql`` split on its ``-- name:`` headers."""
-    text = resources.files("analytics").joinpath("sql", "cost.sql").read_text("utf-8")
-    out: dict[str, str] = {}
-    for chunk in text.split("-- name: ")[1:]:
-        name, _, body = chunk.partition("\n")
-        out[name.strip()] = body.strip().rstrip(";")
-    return out
+def _queries() -> Mapping[str, str]:
+    return named("analytics", "sql/cost.sql")
 
 
 def _params(query: str, prices: PriceTable, **values: Any) -> dict[str, Any]:

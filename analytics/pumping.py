@@ -26,8 +26,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -35,19 +33,13 @@ import duckdb
 import pandas as pd
 
 from analytics.alerts import Context, Observation, Param, Rule, Segment
+from schema.named_sql import named
 
 RULE = "pumping"
 
 
-@cache
-def _queries() -> dict[str, str]:
-    """``analytics/sql/pumping.sql`` by its ``-- name:`` headers."""
-    text = resources.files("analytics").joinpath("sql", "pumping.sql").read_text("utf-8")
-    out: dict[str, str] = {}
-    for chunk in text.split("-- name: ")[1:]:
-        name, _, body = chunk.partition("\n")
-        out[name.strip()] = body.strip().rstrip(";")
-    return out
+def _queries() -> Mapping[str, str]:
+    return named("analytics", "sql/pumping.sql")
 
 
 def query(con: duckdb.DuckDBPyConnection, name: str, **params: Any) -> list[dict[str, Any]]:

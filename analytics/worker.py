@@ -133,8 +133,10 @@ async def _session(config: WorkerConfig, twilio_client: Any, stop: asyncio.Event
         duck = await asyncio.to_thread(open_model, lake)
         if not lakes.pointer_path(config.data_dir).exists():
             lakes.write_pointer(config.data_dir, lake)   # readers may open it from now on
-        alerting = await Alerting(config.alerts).start() if config.alerts is not None else None
+        alerting = Alerting(config.alerts) if config.alerts is not None else None
         try:
+            if alerting is not None:
+                await alerting.start()
             rollup = Rollup(duck, config.rules, batch_size=config.batch_size,
                             crash_after_batches=config.crash_after_batches)
             asked: set[str] = set()

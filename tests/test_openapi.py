@@ -71,6 +71,7 @@ def simulated_twilio() -> Iterator[str]:
     thread.join(10)
 
 
+@pytest.mark.timeout(400)   # schemathesis' four phases over 11 operations, signing each request
 def test_signed_fuzzing_passes_every_check_and_every_accepted_request_is_stored(
         db_url: str, tmp_path: Path, simulated_twilio: str) -> None:
     """schemathesis with ``--checks all`` (response schemas, content types, status codes,

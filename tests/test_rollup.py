@@ -61,9 +61,10 @@ async def test_out_of_order_and_duplicate_callbacks(db_url: str, db: asyncpg.Con
 
 async def test_batching_does_not_change_the_model(db_url: str, db: asyncpg.Connection,
                                                   tmp_path: Path) -> None:
-    # Each batch is a lake commit (a few catalog round trips): ~20 of them, not 100+.
-    await append(db, random_log(1, 150))
-    one, r1 = await rollup(db_url, tmp_path / "a.duckdb", batch_size=23)
+    await append(db, random_log(1, 300))
+    # Small batches, each its own lake commit (~0.1-1 s each here: batch_size=7 made ~130 and
+    # ran past the test timeout on a loaded machine).
+    one, r1 = await rollup(db_url, tmp_path / "a.duckdb", batch_size=60)
     many, r2 = await rollup(db_url, tmp_path / "b.duckdb", batch_size=100_000)
     assert r1.events == r2.events == await db.fetchval("SELECT count(*) FROM events")
     assert r1.batches > r2.batches == 1

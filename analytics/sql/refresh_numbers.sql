@@ -21,13 +21,16 @@ per AS (
     FROM msgs GROUP BY phone
 ),
 consent AS (
+    -- The newest consent fact by its own time (log order breaks ties): a START that Event
+    -- Streams delivers late, older than a STOP already stored, does not undo the STOP.
     SELECT phone,
-           arg_max(type, position) FILTER (
+           arg_max(type, (occurred_at, position)) FILTER (
                WHERE type IN ('contact.opted_out', 'contact.opted_in')) = 'contact.opted_out'
                AS opted_out,
            max(occurred_at) FILTER (WHERE type = 'contact.opted_out') AS opted_out_at,
            max(occurred_at) FILTER (WHERE type = 'contact.opted_in') AS opted_in_at,
-           arg_max(detail, position) FILTER (WHERE type = 'contact.opted_out') AS keyword,
+           arg_max(detail, (occurred_at, position)) FILTER (WHERE type = 'contact.opted_out')
+               AS keyword,
            arg_max(type, position) FILTER (
                WHERE type IN ('contact.suppressed', 'contact.unsuppressed'))
                = 'contact.suppressed' AS suppressed

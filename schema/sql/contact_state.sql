@@ -10,4 +10,6 @@ FROM (
       AND type IN ('contact.opted_out', 'contact.opted_in',
                    'contact.suppressed', 'contact.unsuppressed')
 ) AS facts
-ORDER BY kind, position DESC
+-- The newest fact by its own time, log order breaking ties: a START delivered late (Event
+-- Streams retry for hours) that is older than a STOP already stored does not undo it.
+ORDER BY kind, occurred_at DESC, position DESC

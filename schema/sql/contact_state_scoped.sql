@@ -14,7 +14,7 @@ FROM (
                     THEN 'messaging_service:' || (payload->>'messaging_service_sid')
                 WHEN coalesce(payload->>'to', '') <> '' THEN 'sender:' || (payload->>'to')
                 ELSE 'account' END AS scope,
-           type, received_at, payload, position
+           type, received_at, occurred_at, payload, position
     FROM events
     WHERE phone = $1
       AND type IN ('contact.opted_out', 'contact.opted_in',
@@ -22,4 +22,5 @@ FROM (
 ) AS facts
 WHERE scope = 'account' OR scope = 'messaging_service:' || $2 OR scope = 'sender:' || $3
    OR $2::text IS NULL OR $3::text IS NULL
-ORDER BY kind, scope, position DESC
+-- The newest fact by its own time (log order breaks ties), as in contact_state.sql.
+ORDER BY kind, scope, occurred_at DESC, position DESC
