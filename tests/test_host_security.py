@@ -130,11 +130,11 @@ def test_the_demo_leaves_only_private_files_under_umask_022(db_url: str, tmp_pat
              "--port", str(_free_block())], env=env, cwd=ROOT, stdout=out,
             stderr=subprocess.STDOUT)
         try:
-            # Until every kind of file is there: a snapshot, and a hygiene report (whole
-            # numbers) after the first rollup; then SIGTERM, as Ctrl-C would stop it.
+            # Until every kind of file is there: the model's Parquet files, and a hygiene
+            # report (whole numbers) after the first rollup; then SIGTERM, as Ctrl-C would.
             deadline = time.monotonic() + 300
             while not (list((data / "reports").glob("hygiene-*.csv"))
-                       and list((data / "snapshots").glob("*.duckdb"))
+                       and list((data / "lake").rglob("*.parquet"))
                        and "dashboard: http://127.0.0.1:" in log.read_text(errors="replace")):
                 assert demo.poll() is None, log.read_text(errors="replace")[-3000:]
                 assert time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
