@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -51,7 +52,10 @@ def served(snapshot_dir: Path, tmp_path_factory: pytest.TempPathFactory,
     test writes to it)."""
     data_dir = tmp_path_factory.mktemp("browser-data")
     url = read_pointer(snapshot_dir).database_url
-    lake = Lake(url, "browser_lake", data_dir / "lake" / "browser_lake")
+    # A lake name of its own each time: the fixture is built once per module that uses it
+    # (test_dashboard_clicks too), all in the session's one catalog database.
+    name = "browser_lake_" + secrets.token_hex(3)
+    lake = Lake(url, name, data_dir / "lake" / name)
 
     async def build() -> None:
         pg = await asyncpg.connect(url)
