@@ -153,11 +153,6 @@ def test_demo_fills_the_pages_and_ctrl_c_leaves_no_process(db_url: str,
     assert TEST_TOKEN not in text
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "since the DuckLake model (main 412c1e0) the demo's Unreachable page stays empty: no "
-    "flagged number after 120 s (5 min seen), though its simulated world has dead, landline, "
-    "blocked and opted-out numbers and 14 days of history; before that merge it had them "
-    "within 25 s (the differential tests' rollups still flag the planted numbers)"))
 @pytest.mark.timeout(420)
 def test_demo_fills_the_unreachable_page(db_url: str, tmp_path: Path) -> None:
     demo, data_dir = start_demo(db_url, tmp_path)
