@@ -121,10 +121,19 @@ def sql(data_dir: Path, query: str) -> list[tuple[object, ...]]:
         con.close()
 
 
-def shown_metrics(page: Page) -> dict[str, str]:
-    """Each metric's label and value as the browser renders them, paired by position."""
-    labels = [t.strip() for t in page.get_by_test_id("stMetricLabel").all_inner_texts()]
-    return dict(zip(labels, metric_values(page), strict=True))
+def shown_metrics(page: Page, wanted: tuple[str, ...] = (), timeout_s: float = 30,
+                  ) -> dict[str, str]:
+    """Each metric's label and value as the browser renders them, paired by position, once
+    the page has drawn as many values as labels and every ``wanted`` label (a loaded machine
+    draws them one by one)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        labels = [t.strip() for t in page.get_by_test_id("stMetricLabel").all_inner_texts()]
+        values = metric_values(page)
+        if len(labels) == len(values) and set(wanted) <= set(labels):
+            return dict(zip(labels, values, strict=True))
+        assert time.monotonic() < deadline, (labels, values)
+        page.wait_for_timeout(200)
 
 
 def oracle_figures(db_url: str) -> tuple[dict[str, Any], dict[str, int]]:
@@ -158,7 +167,7 @@ def test_overview_and_unreachable_in_a_real_browser(page: Page, served: tuple[st
     page.goto(url)
     page.get_by_text("Delivery health").wait_for(timeout=30_000)
     page.get_by_test_id("stMetricValue").first.wait_for(timeout=30_000)
-    shown = shown_metrics(page)
+    shown = shown_metrics(page, ("Sends", "Failures", "Delivery rate"))
     assert shown["Sends"] == f"{overview['sends']:,}"
     assert shown["Failures"] == f"{overview['failed']:,}"
     rate = float(shown["Delivery rate"].rstrip("% "))
@@ -170,7 +179,7 @@ def test_overview_and_unreachable_in_a_real_browser(page: Page, served: tuple[st
     page.goto(url + "/unreachable")
     page.get_by_text("Numbers to stop texting").wait_for(timeout=30_000)
     page.get_by_test_id("stMetricValue").first.wait_for(timeout=30_000)
-    shown = shown_metrics(page)
+    shown = shown_metrics(page, ("Unreachable", "Remove"))
     assert shown["Unreachable"] == str(verdicts["unreachable"])
     assert shown["Remove"] == str(verdicts["remove"])
     page.get_by_text("Download hygiene CSV").wait_for(timeout=30_000)
