@@ -40,6 +40,13 @@ async def look_up(client: Any, pg: asyncpg.Connection, phones: list[str],
                 fields="line_type_intelligence")
         except TwilioRestException as exc:
             log.warning("lookup of a number failed: Twilio %s %s", exc.status, exc.code)
+            if 400 <= (exc.status or 0) < 500 and exc.status != 429:
+                # Twilio's final word on this number (no such number, not a valid one): kept
+                # as the answer, so it is not asked again every run, first in line, until
+                # such numbers take the whole budget. (429 and 5xx: asked again next run.)
+                events.append(number_looked_up(
+                    phone=phone, carrier_name=None, line_type=None, mobile_country_code=None,
+                    mobile_network_code=None, error_code=exc.code))
             continue
         except UNREACHABLE as exc:
             log.warning("lookup unavailable (%s); trying again next run", type(exc).__name__)

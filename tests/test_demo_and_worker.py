@@ -287,6 +287,29 @@ async def test_lookup_budget_per_round(db_url: str, db: asyncpg.Connection, tmp_
     assert sorted(r["phone"] for r in rows) == sorted(phones)
 
 
+async def test_a_number_lookup_refuses_is_kept_and_not_asked_again(
+        db_url: str, db: asyncpg.Connection, tmp_path: Path,
+        twilio: tuple[TwilioSim, object]) -> None:
+    """A Lookup that Twilio answers with a 4xx (no such number) is its final word: kept as the
+    number's answer, so the number does not come first in line again every run and starve the
+    budget."""
+    _, client = twilio
+    bad = "+0123456789"               # no country calling code 0: Lookup answers 404
+    await append(db, message(1, bad, T0) + message(2, "+14155550100", T0))
+    await roll_up_everything(db_url, tmp_path)
+    config = WorkerConfig(database_url=db_url, data_dir=tmp_path, rules=load_rules(),
+                          once=True, hygiene_every_s=0, lookup_limit=1)
+    for _ in range(3):
+        await settled(db)
+        await run_worker(config, client, stop=asyncio.Event())
+    rows = await db.fetch("SELECT phone, error_code FROM events "
+                          "WHERE type = 'number.looked_up' ORDER BY phone")
+    # One a round: the refused number first (it sorts first), then the good one; the third
+    # round has nobody left to ask.
+    assert [(r["phone"], r["error_code"]) for r in rows] == [(bad, 20404),
+                                                            ("+14155550100", None)]
+
+
 async def test_sigterm_mid_rollup_finishes_the_batch(db_url: str, db: asyncpg.Connection,
                                                      tmp_path: Path) -> None:
     """SIGTERM while the worker is applying a long backlog in batches of 100: it commits the
