@@ -33,6 +33,7 @@ class PriceFillResult:
     checked: int = 0
     priced: int = 0          # new message.priced events
     without_price: int = 0   # Twilio has no price for them yet
+    refused: int = 0         # Twilio answered 4xx (e.g. 404: not a message of this account)
 
 
 class PriceFill:
@@ -47,8 +48,10 @@ class PriceFill:
             try:
                 return await client.messages(sid).fetch_async()
             except TwilioRestException as exc:
-                log.warning("price fill: Twilio %s for a message (%s)", exc.status, exc.code)
-                return None
+                # One line a message at DEBUG; the round says how many at WARNING (a page of
+                # messages Twilio does not know made a page of warnings every round).
+                log.debug("price fill: Twilio %s for a message (%s)", exc.status, exc.code)
+                return exc
 
     async def run(self, client: Any, pg: asyncpg.Connection,
                   now: datetime | None = None) -> PriceFillResult:
@@ -63,8 +66,11 @@ class PriceFill:
                         if len(rows) == self.limit else START)
         fetched = await asyncio.gather(*(self._fetch(client, r["message_sid"]) for r in rows))
         found: list[Event] = []
+        refusals: dict[str, int] = {}
         for row, message in zip(rows, fetched, strict=True):
-            if message is None:
+            if isinstance(message, TwilioRestException):
+                label = f"HTTP {message.status} code {message.code}"
+                refusals[label] = refusals.get(label, 0) + 1
                 continue
             result.checked += 1
             event = message_priced_from(row["message_sid"], message.price, message.price_unit,
@@ -74,4 +80,9 @@ class PriceFill:
             else:
                 found.append(event)
         result.priced = len(await store.append(pg, found))
+        result.refused = sum(refusals.values())
+        if refusals:
+            log.warning("price fill: Twilio refused %d of %d messages (%s); not priced",
+                        result.refused, len(rows),
+                        ", ".join(f"{label} ×{n}" for label, n in sorted(refusals.items())))
         return result

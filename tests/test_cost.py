@@ -259,3 +259,29 @@ async def test_simulator_prices_arrive_late_and_equal_the_report(
     assert "'planet' is not one of" in capsys.readouterr().err
     assert main(["report", "cost", "--since", "2026-11-02", "--until", "2026-11-01"]) == 2
     assert "--until must be after --since" in capsys.readouterr().err
+
+
+async def test_messages_twilio_does_not_know_are_one_warning_a_round(
+        db: asyncpg.Connection, caplog: pytest.LogCaptureFixture) -> None:
+    """Sends Twilio answers 404 for (another account's, or a database reused across
+    simulators) are counted and said once a round, not a warning a message."""
+    import logging
+
+    sim = TwilioSim(SimConfig(account_sid="AC" + "7" * 32, auth_token=TEST_TOKEN, seed=4,
+                              numbers=10))
+    async with TestServer(create_sim_app(sim)) as server:
+        client, http = make_client(Settings(
+            twilio_account_sid="AC" + "7" * 32, twilio_auth_token=Secret(TEST_TOKEN),
+            twilio_api_url=str(server.make_url("")).rstrip("/")))
+        try:
+            sent_at = datetime.now(UTC) - timedelta(hours=30)
+            await append(db, [send(f"SM{n:032x}", "+14155550100", sent_at) for n in range(7)])
+            with caplog.at_level(logging.DEBUG, logger="smsledger.analytics.pricefill"):
+                result = await PriceFill(after=timedelta(hours=24), limit=50).run(client, db)
+        finally:
+            await http.close()
+    assert (result.checked, result.priced, result.refused) == (0, 0, 7)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "refused 7 of 7 messages (HTTP 404 code 20404 ×7)" in warnings[0].getMessage()
+    assert await db.fetchval("SELECT count(*) FROM events WHERE type = 'message.priced'") == 0
