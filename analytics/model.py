@@ -22,7 +22,9 @@ def ddl() -> str:
 
 
 def macros() -> str:
-    return resources.files("schema").joinpath("duckdb", "writer_macros.sql").read_text("utf-8")
+    """The writer's macros: the status groups the readers share, then its own."""
+    return "\n".join(resources.files("schema").joinpath("duckdb", name).read_text("utf-8")
+                     for name in ("status.sql", "writer_macros.sql"))
 
 
 def error_catalogue() -> list[tuple[int, str, str, str]]:

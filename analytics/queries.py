@@ -36,6 +36,7 @@ def prepare(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     """``con`` with the readers' macros (TEMP: per connection, and a cursor is a connection of
     its own), created the first time it is seen."""
     if con not in _prepared:
+        con.execute(script("schema", "duckdb/status.sql"))
         con.execute(script("schema", "duckdb/macros.sql"))
         _prepared.add(con)
     return con

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from datetime import datetime
 
 import asyncpg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from schema.store import Cursor, sql
@@ -31,6 +33,10 @@ COLUMNS: dict[str, pa.DataType] = {
 class Batch:
     table: pa.Table
     after: Cursor      # the cursor once this batch is applied
+    # The earliest time of any stored event of the batch's messages: no message the batch
+    # touches was first seen before it, so the model looks for their rows only in the files
+    # written since (DuckLake skips the others by their min/max). None: unknown, look at all.
+    first_seen_from: datetime | None = None
 
     def __len__(self) -> int:
         return int(self.table.num_rows)
@@ -58,4 +64,9 @@ async def fetch_batch(conn: asyncpg.Connection, cursor: Cursor, limit: int) -> B
                                              quoted_strings_can_be_null=False))
     last = table.num_rows - 1
     after = Cursor(int(table["tx_id"][last].as_py()), int(table["position"][last].as_py()))
-    return Batch(table, after)
+    sids = pc.unique(table["message_sid"].drop_null()).to_pylist()
+    # An index lookup per message of the batch (events_message_sid): the cost follows the batch.
+    first = await conn.fetchval(
+        "SELECT min(occurred_at) FROM events WHERE message_sid = ANY($1::text[])", sids,
+    ) if sids else None
+    return Batch(table, after, first)

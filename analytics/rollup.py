@@ -1,11 +1,13 @@
 """The rollup: apply the event log to the DuckDB model, batch by batch, exactly once.
 
 Each batch is applied in one DuckDB transaction together with the cursor that says how far the
-log has been applied, and with the set of numbers it touched; those numbers (their stats and
-hygiene verdicts) are recomputed once at the end of the run. A crash (kill -9 included)
-mid-batch rolls the whole batch back, cursor and all, so the rerun repeats nothing and loses
-nothing; a crash before the refresh leaves the dirty set for the next run. While one batch is
-applied (in a thread: DuckDB releases the GIL), the next is already being read from PostgreSQL.
+log has been applied: its events, the messages it touched (found by their SIDs) and the numbers
+it touched, whose running figures (``number_state``) take the batch's messages by difference
+and whose rows in ``numbers`` (stats and hygiene verdicts) are made again from those figures.
+Nothing is recomputed from a whole table: a batch costs what it brings. A crash (kill -9
+included) mid-batch rolls the whole batch back, cursor and all, so the rerun repeats nothing
+and loses nothing. While one batch is applied (in a thread: DuckDB releases the GIL), the next
+is already being read from PostgreSQL.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import asyncio
 import dataclasses
 import logging
 import os
+import re
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 
@@ -32,6 +36,8 @@ from analytics.reader import Batch, fetch_batch
 
 log = logging.getLogger("smsledger.analytics.rollup")
 
+EVER = datetime(1, 1, 1, tzinfo=UTC)    # a batch that does not bound its messages' age
+
 
 @cache
 def statements(name: str) -> list[str]:
@@ -46,6 +52,7 @@ class RollupResult:
     events: int = 0
     batches: int = 0
     seconds: float = 0.0
+    recomputed: int = 0     # numbers counted again from all their messages (rare)
 
 
 class Rollup:
@@ -63,20 +70,23 @@ class Rollup:
         # Numbers already described, so a batch's new ones are found without scanning
         # number_info; loaded lazily, extended only after a batch commits.
         self._known: set[str] | None = None
+        self._state_checked = False
+        self.recomputed = 0     # numbers counted again from all their messages, ever
 
     def apply(self, batch: Batch, events_total: int) -> None:
         con = self.duck
         con.execute("BEGIN")
         try:
             con.register("batch", batch.table)
-            for name in ("apply_events", "apply_messages", "apply_prices"):
-                for statement in statements(name):
-                    con.execute(statement)
+            first_seen = {"first_seen_from": batch.first_seen_from or EVER}
+            self._run("apply_events")
+            self._run("apply_messages", first_seen)
+            if self._has(batch, "message.priced"):
+                self._run("apply_prices", first_seen)
             described = self._describe_new_numbers(batch)
-            for statement in statements("apply_lookups"):
-                con.execute(statement)
-            con.execute("INSERT INTO dirty_numbers "
-                        "SELECT DISTINCT phone FROM batch WHERE phone IS NOT NULL")
+            if self._has(batch, "number.looked_up"):
+                self._run("apply_lookups")
+            self._run("pending_changes", {"seq": events_total})
             write_cursor(con, batch.after, events_total)
             self._applied += 1
             if self._crash_after and self._applied >= self._crash_after:
@@ -90,28 +100,120 @@ class Rollup:
         finally:
             con.unregister("batch")
 
-    def refresh_numbers(self) -> int:
-        """Recompute every dirty number (its stats and hygiene verdict) in one transaction.
-        Returns how many."""
+    @staticmethod
+    def _has(batch: Batch, event_type: str) -> bool:
+        """Whether the batch holds an event of this type (a lake statement costs a catalog
+        round trip even with nothing to do)."""
+        return bool(pc.any(pc.equal(batch.table["type"], event_type)).as_py())
+
+    def _run(self, name: str, extra: Mapping[str, object] | None = None) -> None:
+        """The statements of ``analytics/sql/<name>.sql``, with the hygiene rules (and the
+        ``extra`` parameters) they name."""
+        params = {**self.rules.sql_params(), **(extra or {})}
+        for statement in statements(name):
+            self.duck.execute(statement, {k: v for k, v in params.items()
+                                          if re.search(rf"\${k}\b", statement)})
+
+    def _count(self, query: str) -> int:
+        # ``query`` is one of this module's own constant statements, never input.
+        row = self.duck.execute(f"SELECT count(*) FROM ({query})").fetchone()  # noqa: S608
+        return int(row[0]) if row else 0
+
+    def flush_numbers(self) -> int:
+        """The end of a run: the run's pending changes into the numbers' running figures and
+        the touched numbers' rows in ``numbers``, in one transaction that also empties the
+        pending tables. Returns how many numbers were rendered (0: nothing was pending, nothing
+        written)."""
         con = self.duck
         con.execute("BEGIN")
         try:
-            con.execute("CREATE OR REPLACE TEMP TABLE affected AS "
+            self._run("take_changes")
+            con.execute("CREATE OR REPLACE TEMP TABLE dirty AS "
                         "SELECT DISTINCT phone FROM dirty_numbers")
-            row = con.execute("SELECT count(*) FROM affected").fetchone()
-            count = int(row[0]) if row else 0
-            if not count:   # a tick with nothing new writes nothing: no empty snapshot
+            changed, dirty = self._count("SELECT 1 FROM changes"), self._count(
+                "SELECT 1 FROM dirty")
+            if not changed and not dirty:   # a tick with nothing new writes nothing
                 con.execute("ROLLBACK")
                 return 0
-            params = self.rules.sql_params()
-            for statement in statements("refresh_numbers"):
-                con.execute(statement, {k: v for k, v in params.items() if f"${k}" in statement})
-            con.execute("DELETE FROM dirty_numbers")
+            count = self._update_numbers("SELECT phone FROM dirty UNION SELECT phone FROM changes")
+            if changed:
+                con.execute("DELETE FROM pending_changes")
+            if dirty:
+                con.execute("DELETE FROM dirty_numbers")
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
         return count
+
+    def _update_numbers(self, affected: str) -> int:
+        """The numbers' running figures from ``changes``, then the rows in ``numbers`` of the
+        numbers ``affected`` selects (a consent fact or a lookup touches a number without a
+        message). Returns how many numbers were rendered."""
+        con = self.duck
+        self._run("apply_numbers")
+        self._run("number_state")
+        con.execute("CREATE OR REPLACE TEMP TABLE state_out AS "
+                    "SELECT * FROM fresh_state ANTI JOIN slow USING (phone)")
+        con.execute("INSERT INTO recompute SELECT phone FROM slow")
+        self._recompute_state()
+        self._store_state()
+        con.execute(f"CREATE OR REPLACE TEMP TABLE affected AS {affected}")
+        count = self._count("SELECT 1 FROM affected")
+        if count:
+            self._run("render_numbers")
+        return count
+
+    def _recompute_state(self) -> None:
+        """The numbers in ``recompute``, counted again from all their messages (rare: see
+        apply_numbers.sql), added to ``state_out``."""
+        count = self._count("SELECT 1 FROM recompute")
+        if not count:
+            return
+        log.debug("counting %d numbers again from all their messages", count)
+        self.recomputed += count
+        self._run("recompute_numbers")
+        self._run("number_state")
+        self.duck.execute("INSERT INTO state_out BY NAME SELECT * FROM fresh_state")
+
+    def _store_state(self) -> None:
+        if self._count("SELECT 1 FROM state_out"):
+            self.duck.execute("DELETE FROM number_state WHERE phone IN "
+                              "(SELECT phone FROM state_out)")
+            self.duck.execute("INSERT INTO number_state BY NAME SELECT * FROM state_out")
+
+    def ensure_number_state(self) -> None:
+        """Once per process: a model whose numbers have no running figures yet (written by an
+        earlier version; or a first run killed before its end) gets them from all its messages,
+        in one transaction, which also takes whatever was pending: the one time the whole
+        history is read."""
+        if self._state_checked:
+            return
+        con = self.duck
+        if (not self._count("SELECT 1 FROM number_state LIMIT 1")
+                and self._count("SELECT 1 FROM messages LIMIT 1")):
+            log.info("computing every number's running figures from the messages once")
+            con.execute("BEGIN")
+            try:
+                con.execute("CREATE OR REPLACE TEMP TABLE recompute AS SELECT DISTINCT "
+                            "to_number AS phone FROM messages WHERE to_number IS NOT NULL")
+                con.execute("CREATE OR REPLACE TEMP TABLE state_out AS "
+                            "SELECT * FROM number_state LIMIT 0")
+                self._recompute_state()
+                self._store_state()
+                con.execute("CREATE OR REPLACE TEMP TABLE affected AS "
+                            "SELECT phone FROM numbers UNION SELECT phone FROM recompute "
+                            "UNION SELECT phone FROM dirty_numbers "
+                            "UNION SELECT phone FROM pending_changes")
+                self._run("render_numbers")
+                # Their messages are in what was just counted: nothing is left pending.
+                con.execute("DELETE FROM pending_changes")
+                con.execute("DELETE FROM dirty_numbers")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        self._state_checked = True
 
     def _describe_new_numbers(self, batch: Batch) -> list[str]:
         if self._known is None:
@@ -137,6 +239,8 @@ class Rollup:
         """Apply everything committed so far (or until ``stop`` is set, between batches)."""
         started = time.perf_counter()
         result = RollupResult()
+        await asyncio.to_thread(self.ensure_number_state)
+        recomputed = self.recomputed
         cursor, total = read_cursor(self.duck)
         pending = asyncio.create_task(fetch_batch(pg, cursor, self.batch_size))
         try:
@@ -165,7 +269,8 @@ class Rollup:
                     await pending
                 except (asyncio.CancelledError, asyncpg.PostgresError, OSError):
                     pass
-        # Also after a crash: a previous run's dirty numbers are refreshed by this one.
-        await asyncio.to_thread(self.refresh_numbers)
+        # Also after a crash: a previous run's pending changes are taken by this one.
+        await asyncio.to_thread(self.flush_numbers)
+        result.recomputed = self.recomputed - recomputed
         result.seconds = time.perf_counter() - started
         return result

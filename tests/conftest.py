@@ -179,7 +179,8 @@ def snapshot_dir(snapshot_db: str, tmp_path_factory: pytest.TempPathFactory) -> 
     return data_dir
 
 
-async def roll_up_everything(db_url: str, data_dir: Path, deadline_s: float = 60) -> None:
+async def roll_up_everything(db_url: str, data_dir: Path, deadline_s: float = 60,
+                             batch_size: int = 250_000) -> None:
     """The real worker, once, again until its snapshot holds every event in the log.
 
     The rollup reads below PostgreSQL's snapshot horizon, which is cluster-wide: a transaction
@@ -197,7 +198,8 @@ async def roll_up_everything(db_url: str, data_dir: Path, deadline_s: float = 60
     deadline = asyncio.get_running_loop().time() + deadline_s
     while True:
         await run_worker(WorkerConfig(database_url=db_url, data_dir=data_dir,
-                                      rules=load_rules(), once=True, hygiene_every_s=0),
+                                      rules=load_rules(), once=True, hygiene_every_s=0,
+                                      batch_size=batch_size),
                          stop=asyncio.Event())
         try:
             con = open_snapshot(data_dir)

@@ -72,6 +72,54 @@ async def test_batching_does_not_change_the_model(db_url: str, db: asyncpg.Conne
         assert table(one, name, order) == table(many, name, order), name
 
 
+async def test_numbers_by_difference_equal_one_batch_in_every_path(
+        db_url: str, db: asyncpg.Connection, tmp_path: Path) -> None:
+    """Each rollup run adds the messages it changed to their numbers' running figures
+    (number_state). The paths that cannot add: a message that counted and then moves (failed
+    then delivered; a late send event moving a delivered message's time) and a delivery older
+    than a failure already counted send the number through a recount of all its messages. A
+    run after each step, one event a batch, must give what one run over the whole log gives."""
+    p1, p2, p3, p4, p5 = PHONES[:5]
+    minute = timedelta(minutes=1)
+    steps = [
+        # p1: a failure counted, then an older delivery: failures since it are recounted.
+        [sent("SM" + "a1" * 16, p1, T0 + 60 * minute),
+         status("SM" + "a1" * 16, p1, "undelivered", T0 + 61 * minute, 30003)],
+        [sent("SM" + "a2" * 16, p1, T0), status("SM" + "a2" * 16, p1, "delivered", T0 + minute)],
+        # p2: failed, then delivered (delivery outranks the failure): the message moves.
+        [sent("SM" + "b1" * 16, p2, T0),
+         status("SM" + "b1" * 16, p2, "failed", T0 + minute, 30006)],
+        [status("SM" + "b1" * 16, p2, "delivered", T0 + 2 * minute)],
+        # p3: delivered before its send event is stored, which moves its time back.
+        [status("SM" + "c1" * 16, p3, "delivered", T0 + 10 * minute)],
+        [sent("SM" + "c1" * 16, p3, T0 + 5 * minute)],
+        # p4: a read receipt after the delivery changes no figure.
+        message(41, p4, T0, "delivered"), [status(f"SM{41:032x}", p4, "read", T0 + minute)],
+        # p5: failures, then a newer delivery: the since figures start again by difference.
+        message(51, p5, T0, "undelivered", 30003) + message(52, p5, T0 + minute, "failed", 30005),
+        message(53, p5, T0 + 2 * minute, "delivered"),
+        message(54, p5, T0 + 3 * minute, "undelivered", 30003),
+    ]
+    recomputed = 0
+    for step in steps:
+        await append(db, step)
+        small, result = await rollup(db_url, tmp_path / "a.duckdb", batch_size=1)
+        recomputed += result.recomputed
+        small.close()
+    small, _ = await rollup(db_url, tmp_path / "a.duckdb", batch_size=1)
+    whole, one = await rollup(db_url, tmp_path / "b.duckdb", batch_size=100_000)
+    assert recomputed == 3 and one.recomputed == 0, recomputed
+    for name, order in [("numbers", "phone"), ("number_state", "phone"),
+                        ("messages", "message_sid")]:
+        assert table(small, name, order) == table(whole, name, order), name
+    got = {r[0]: r[1:] for r in small.execute(
+        "SELECT phone, sends, deliveries, failures, consecutive_failures, error_codes "
+        "FROM numbers").fetchall()}
+    assert got == {p1: (2, 1, 1, 1, "30003x1"), p2: (1, 1, 0, 0, None),
+                   p3: (1, 1, 0, 0, None), p4: (1, 1, 0, 0, None),
+                   p5: (4, 1, 3, 1, "30003x2, 30005x1")}
+
+
 async def test_reader_waits_for_a_late_transaction(db_url: str, db: asyncpg.Connection,
                                                    tmp_path: Path) -> None:
     slow = await asyncpg.connect(db_url)

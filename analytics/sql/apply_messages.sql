@@ -11,7 +11,10 @@ SELECT message_sid,
        any_value(source) FILTER (WHERE type = 'message.sent') AS send_source,
        arg_max(status, status_key(status, error_code)) AS status,
        max(status_key(status, error_code)) AS status_key,
-       arg_max(error_code, status_key(status, error_code)) AS error_code,
+       -- The code of the top-ranked callback, none included: plain arg_max skips NULLs and
+       -- would keep a failure's code on a message delivered after it (only when both came in
+       -- one batch: the merge below takes the winner's code as it is).
+       arg_max_null(error_code, status_key(status, error_code)) AS error_code,
        any_value(segments) FILTER (WHERE type = 'message.sent') AS segments,
        min(occurred_at) FILTER (WHERE type = 'message.sent') AS sent_at,
        min(occurred_at) AS first_seen_at,
@@ -29,6 +32,13 @@ GROUP BY message_sid;
 -- Messages already in the model merge with their row; the rest (most of a batch: a message's
 -- events usually travel together) are plain inserts. Deleting and re-inserting only the
 -- former keeps each commit's write-ahead log small.
+-- None of them was first seen before $first_seen_from (the earliest stored event of the batch's
+-- messages, analytics/reader.py): the files written before are skipped by their min/max, so
+-- finding them costs what the batch's time span holds, not the whole history.
+CREATE OR REPLACE TEMP TABLE existing AS
+SELECT m.* FROM messages m SEMI JOIN batch_msgs b USING (message_sid)
+WHERE m.first_seen_at >= $first_seen_from;
+
 CREATE OR REPLACE TEMP TABLE merged AS
 SELECT b.message_sid,
        coalesce(m.to_number, b.to_number) AS to_number,
@@ -50,9 +60,24 @@ SELECT b.message_sid,
        least(m.failed_at, b.failed_at) AS failed_at,
        least(m.read_at, b.read_at) AS read_at,
        greatest(m.updated_at, b.updated_at) AS updated_at
-FROM batch_msgs b JOIN messages m USING (message_sid);
+FROM batch_msgs b JOIN existing m USING (message_sid);
 
-DELETE FROM messages WHERE message_sid IN (SELECT message_sid FROM merged);
+-- What each message of the batch was before it (if it was in the model with a number) and is
+-- now, as its number sees it: kept for the numbers' update at the end of the run
+-- (pending_changes.sql, apply_numbers.sql).
+CREATE OR REPLACE TEMP TABLE changes AS
+SELECT n.message_sid, n.to_number AS phone, coalesce(n.sent_at, n.first_seen_at) AS t, n.status,
+       n.error_code, o.to_number IS NOT NULL AS existed,
+       coalesce(o.sent_at, o.first_seen_at) AS old_t, o.status AS old_status,
+       o.error_code AS old_code
+FROM (SELECT * FROM merged
+      UNION ALL BY NAME
+      SELECT b.* FROM batch_msgs b ANTI JOIN merged USING (message_sid)) AS n
+LEFT JOIN existing o USING (message_sid)
+WHERE n.to_number IS NOT NULL;
+
+DELETE FROM messages
+WHERE first_seen_at >= $first_seen_from AND message_sid IN (SELECT message_sid FROM merged);
 INSERT INTO messages BY NAME SELECT * FROM merged;
 INSERT INTO messages BY NAME
 SELECT b.* FROM batch_msgs b ANTI JOIN merged USING (message_sid);

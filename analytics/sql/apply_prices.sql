@@ -11,9 +11,16 @@ FROM batch
 WHERE type = 'message.priced' AND message_sid IS NOT NULL AND detail IS NOT NULL
 GROUP BY message_sid;
 
-DELETE FROM prices WHERE message_sid IN (
-    SELECT b.message_sid FROM batch_prices b JOIN prices p USING (message_sid)
+-- A stored price is no older than its message's earliest event ($first_seen_from bounds them
+-- all, analytics/reader.py): older files are skipped by their min/max.
+CREATE OR REPLACE TEMP TABLE stored_prices AS
+SELECT p.message_sid, p.position FROM prices p SEMI JOIN batch_prices b USING (message_sid)
+WHERE p.priced_at >= $first_seen_from;
+
+DELETE FROM prices WHERE priced_at >= $first_seen_from AND message_sid IN (
+    SELECT b.message_sid FROM batch_prices b JOIN stored_prices p USING (message_sid)
     WHERE b.position > p.position);
 
 INSERT INTO prices BY NAME
-SELECT b.* FROM batch_prices b ANTI JOIN prices p USING (message_sid)
+SELECT b.* FROM batch_prices b LEFT JOIN stored_prices p USING (message_sid)
+WHERE p.message_sid IS NULL OR b.position > p.position

@@ -1,15 +1,8 @@
--- What the readers of the DuckDB model share, defined once: the status groups, the verdict
--- order, and the filtered view of messages the dashboard's filters select.
+-- What the readers of the DuckDB model share, defined once: the verdict order and the filtered
+-- view of messages the dashboard's filters select (the status groups: schema/duckdb/status.sql,
+-- run first).
 -- TEMP macros: a read-only snapshot connection can create them, and each connection (each
 -- cursor) gets its own from analytics.queries.prepare.
-
--- A final status that reached the handset / that did not. Some segments of a
--- partially_delivered message arrived: the handset exists and receives, so it counts as
--- delivered. canceled (withdrawn before sending) is neither: it is not in the delivery rate,
--- whose denominator is the messages with an outcome.
-CREATE OR REPLACE TEMP MACRO is_delivered(status) AS
-    status IN ('delivered', 'read', 'partially_delivered');
-CREATE OR REPLACE TEMP MACRO is_failed(status) AS status IN ('undelivered', 'failed');
 
 -- The hygiene report's order: what to remove first.
 CREATE OR REPLACE TEMP MACRO verdict_rank(verdict) AS

@@ -41,12 +41,29 @@ CREATE TABLE IF NOT EXISTS contact_events (
     detail       VARCHAR
 );
 
--- Numbers whose rows in `numbers` are out of date: each batch adds the ones it touched (in
--- its own transaction), and the refresh at the end of a rollup run recomputes them and
--- empties this table in one transaction. Refreshing once per run instead of once per batch
--- spares recomputing a number again and again; a crash in between leaves the set here.
+-- What a rollup run has changed and the numbers have not taken yet; each batch adds to both in
+-- its own transaction, and the end of the run takes them into `number_state` and `numbers`
+-- and empties them in one transaction (analytics/rollup.py). Once per run instead of once per
+-- batch: a backlog's numbers are updated once, not once per batch; a crash in between leaves
+-- them here for the next run.
 CREATE TABLE IF NOT EXISTS dirty_numbers (
-    phone VARCHAR NOT NULL
+    phone VARCHAR NOT NULL                  -- a number to render again (any event with it)
+);
+
+-- Per batch and message the run touched: as it was before the batch, if its number had counted
+-- it, and as it is after (analytics/sql/apply_messages.sql, pending_changes.sql,
+-- take_changes.sql).
+CREATE TABLE IF NOT EXISTS pending_changes (
+    seq          BIGINT NOT NULL,           -- events applied when the batch committed
+    message_sid  VARCHAR NOT NULL,
+    phone        VARCHAR NOT NULL,
+    t            TIMESTAMPTZ,
+    status       VARCHAR,
+    error_code   INTEGER,
+    existed      BOOLEAN NOT NULL,
+    old_t        TIMESTAMPTZ,
+    old_status   VARCHAR,
+    old_code     INTEGER
 );
 
 -- One row per outbound message (inbound ones are in the timeline). `status` is the final status by rank: a late or duplicated callback
@@ -94,7 +111,35 @@ CREATE TABLE IF NOT EXISTS number_info (
     looked_up_at   TIMESTAMPTZ
 );
 
--- Per number state and its hygiene verdict, recomputed for the numbers each batch touches.
+-- Per number, the running figures its row in `numbers` is made from (analytics/sql/
+-- number_state.sql): a batch adds the messages it brings to them instead of reading all the
+-- number's messages again, so its cost follows the batch, not the number's history. The
+-- "since" figures cover the messages after the last delivery. Internal: query `numbers`.
+CREATE TABLE IF NOT EXISTS number_state (
+    phone                 VARCHAR NOT NULL,       -- unique by construction
+    sends                 INTEGER NOT NULL,
+    deliveries            INTEGER NOT NULL,
+    failures              INTEGER NOT NULL,
+    last_delivered_at     TIMESTAMPTZ,
+    first_failure_at      TIMESTAMPTZ,
+    last_failure_at       TIMESTAMPTZ,
+    last_error            INTEGER,             -- the code of the newest message with one
+    last_error_at         TIMESTAMPTZ,
+    code_counts           STRUCT(code INTEGER, n INTEGER)[],   -- messages per error code
+    error_codes           VARCHAR,             -- code_counts as "30003x4, 30005x1"
+    since_at              TIMESTAMPTZ,         -- newest failure or coded message since
+    consecutive_failures  INTEGER NOT NULL,
+    unreachable_failures  INTEGER NOT NULL,
+    unreachable_days      TIMESTAMPTZ[],       -- the days (UTC) of those failures
+    permanent_code        INTEGER,
+    permanent_at          TIMESTAMPTZ,
+    permanent_failures    INTEGER NOT NULL,
+    blocked_code          INTEGER,
+    blocked_at            TIMESTAMPTZ,
+    opt_out_code_at       TIMESTAMPTZ
+);
+
+-- Per number state and its hygiene verdict, rendered for the numbers each batch touches.
 CREATE TABLE IF NOT EXISTS numbers (
     phone                 VARCHAR NOT NULL,       -- unique by construction
     country               VARCHAR,

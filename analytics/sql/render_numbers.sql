@@ -1,26 +1,10 @@
--- Recompute the numbers a batch touched, and their hygiene verdicts, from `messages` and the
--- contact facts. The rules are parameters ($permanent_codes, ...): configuration, versioned
--- with the report. "After the last delivery" is what makes failures consecutive.
+-- Each touched number's row in `numbers` and its hygiene verdict, from its running figures
+-- (number_state, kept by number_state.sql), the contact facts and what is known of the number.
+-- The rules are parameters (the codes and thresholds of analytics/hygiene_rules.toml):
+-- configuration, versioned with the report.
+-- "After the last delivery" is what makes failures consecutive.
 CREATE OR REPLACE TEMP TABLE fresh_numbers AS
-WITH msgs AS (
-    SELECT to_number AS phone, coalesce(sent_at, first_seen_at) AS t, status, error_code
-    FROM messages
-    WHERE to_number IN (SELECT phone FROM affected)
-),
-per AS (
-    SELECT phone,
-           count(*) AS sends,
-           count(*) FILTER (WHERE status IN ('delivered', 'read', 'partially_delivered'))
-               AS deliveries,
-           count(*) FILTER (WHERE status IN ('undelivered', 'failed')) AS failures,
-           max(t) FILTER (WHERE status IN ('delivered', 'read', 'partially_delivered'))
-               AS last_delivered_at,
-           min(t) FILTER (WHERE status IN ('undelivered', 'failed')) AS first_failure_at,
-           max(t) FILTER (WHERE status IN ('undelivered', 'failed')) AS last_failure_at,
-           arg_max(error_code, t) FILTER (WHERE error_code IS NOT NULL) AS last_error
-    FROM msgs GROUP BY phone
-),
-consent AS (
+WITH consent AS (
     -- The newest consent fact by its own time (log order breaks ties): a START that Event
     -- Streams delivers late, older than a STOP already stored, does not undo the STOP.
     SELECT phone,
@@ -38,53 +22,25 @@ consent AS (
     WHERE phone IN (SELECT phone FROM affected)
     GROUP BY phone
 ),
-since AS (
-    SELECT m.phone,
-           count(*) FILTER (WHERE m.status IN ('undelivered', 'failed')) AS consecutive_failures,
-           count(*) FILTER (WHERE list_contains($unreachable_codes, m.error_code))
-               AS unreachable_failures,
-           count(DISTINCT date_trunc('day', m.t)) FILTER (
-               WHERE list_contains($unreachable_codes, m.error_code)) AS unreachable_days,
-           arg_max(m.error_code, m.t) FILTER (WHERE list_contains($permanent_codes, m.error_code))
-               AS permanent_code,
-           count(*) FILTER (WHERE list_contains($permanent_codes, m.error_code))
-               AS permanent_failures,
-           arg_max(m.error_code, m.t) FILTER (WHERE list_contains($blocked_codes, m.error_code))
-               AS blocked_code,
-           max(m.t) FILTER (WHERE list_contains($opt_out_codes, m.error_code))
-               AS opt_out_code_at
-    FROM msgs m LEFT JOIN per p USING (phone)
-    WHERE p.last_delivered_at IS NULL OR m.t > p.last_delivered_at
-    GROUP BY m.phone
-),
-codes AS (
-    SELECT phone, string_agg(error_code || 'x' || n, ', ' ORDER BY n DESC, error_code)
-               AS error_codes
-    FROM (SELECT phone, error_code, count(*) AS n FROM msgs WHERE error_code IS NOT NULL
-          GROUP BY ALL) AS c
-    GROUP BY phone
-),
 judged AS (
     SELECT a.phone, i.country,
            coalesce(i.lookup_carrier, i.carrier_hint) AS carrier,
            CASE WHEN i.lookup_carrier IS NOT NULL THEN 'lookup'
                 WHEN i.carrier_hint IS NOT NULL THEN 'hint' END AS carrier_source,
            coalesce(i.lookup_type, i.type_hint) AS line_type,
-           coalesce(p.sends, 0) AS sends, coalesce(p.deliveries, 0) AS deliveries,
-           coalesce(p.failures, 0) AS failures,
+           coalesce(s.sends, 0) AS sends, coalesce(s.deliveries, 0) AS deliveries,
+           coalesce(s.failures, 0) AS failures,
            coalesce(s.consecutive_failures, 0) AS consecutive_failures,
-           p.last_error, p.first_failure_at, p.last_failure_at, p.last_delivered_at,
+           s.last_error, s.first_failure_at, s.last_failure_at, s.last_delivered_at,
            coalesce(c.opted_out, false)
                OR s.opt_out_code_at > coalesce(c.opted_in_at, '-infinity'::TIMESTAMPTZ)
                AS opted_out,
-           c.opted_out_at, coalesce(c.suppressed, false) AS suppressed, k.error_codes,
+           c.opted_out_at, coalesce(c.suppressed, false) AS suppressed, s.error_codes,
            c.keyword, s.permanent_code, s.permanent_failures, s.unreachable_failures,
-           s.unreachable_days, s.blocked_code
+           len(s.unreachable_days) AS unreachable_days, s.blocked_code
     FROM affected a
     LEFT JOIN number_info i USING (phone)
-    LEFT JOIN per p USING (phone)
-    LEFT JOIN since s USING (phone)
-    LEFT JOIN codes k USING (phone)
+    LEFT JOIN number_state s USING (phone)
     LEFT JOIN consent c USING (phone)
 )
 SELECT phone, country, carrier, carrier_source, line_type, sends, deliveries, failures,
