@@ -80,7 +80,11 @@ class Rollup:
             con.register("batch", batch.table)
             first_seen = {"first_seen_from": batch.first_seen_from or EVER}
             self._run("apply_events")
+            if self._has_prefix(batch, "contact."):
+                self._run("apply_contacts")
             self._run("apply_messages", first_seen)
+            if self._count("SELECT 1 FROM merged"):
+                self._run("replace_messages", first_seen)
             if self._has(batch, "message.priced"):
                 self._run("apply_prices", first_seen)
             described = self._describe_new_numbers(batch)
@@ -105,6 +109,10 @@ class Rollup:
         """Whether the batch holds an event of this type (a lake statement costs a catalog
         round trip even with nothing to do)."""
         return bool(pc.any(pc.equal(batch.table["type"], event_type)).as_py())
+
+    @staticmethod
+    def _has_prefix(batch: Batch, prefix: str) -> bool:
+        return bool(pc.any(pc.starts_with(batch.table["type"], prefix)).as_py())
 
     def _run(self, name: str, extra: Mapping[str, object] | None = None) -> None:
         """The statements of ``analytics/sql/<name>.sql``, with the hygiene rules (and the
@@ -158,9 +166,23 @@ class Rollup:
         con.execute("INSERT INTO recompute SELECT phone FROM slow")
         self._recompute_state()
         self._store_state()
+        return self._render(affected)
+
+    def _render(self, affected: str) -> int:
+        """The rows in ``numbers`` of the numbers ``affected`` selects, from ``state_out`` (the
+        figures just stored) and number_state. Returns how many."""
+        con = self.duck
         con.execute(f"CREATE OR REPLACE TEMP TABLE affected AS {affected}")
         count = self._count("SELECT 1 FROM affected")
         if count:
+            # The figures just computed are at hand; number_state is read only for numbers
+            # touched without a message (a consent fact, a lookup, an inbound message).
+            con.execute("CREATE OR REPLACE TEMP TABLE affected_state AS "
+                        "SELECT * FROM state_out")
+            if self._count("SELECT 1 FROM affected ANTI JOIN state_out USING (phone)"):
+                con.execute("INSERT INTO affected_state BY NAME SELECT s.* FROM number_state s "
+                            "SEMI JOIN (SELECT phone FROM affected ANTI JOIN state_out "
+                            "USING (phone)) USING (phone)")
             self._run("render_numbers")
         return count
 
@@ -201,11 +223,9 @@ class Rollup:
                             "SELECT * FROM number_state LIMIT 0")
                 self._recompute_state()
                 self._store_state()
-                con.execute("CREATE OR REPLACE TEMP TABLE affected AS "
-                            "SELECT phone FROM numbers UNION SELECT phone FROM recompute "
-                            "UNION SELECT phone FROM dirty_numbers "
-                            "UNION SELECT phone FROM pending_changes")
-                self._run("render_numbers")
+                self._render("SELECT phone FROM numbers UNION SELECT phone FROM recompute "
+                             "UNION SELECT phone FROM dirty_numbers "
+                             "UNION SELECT phone FROM pending_changes")
                 # Their messages are in what was just counted: nothing is left pending.
                 con.execute("DELETE FROM pending_changes")
                 con.execute("DELETE FROM dirty_numbers")

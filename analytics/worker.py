@@ -102,7 +102,7 @@ async def run_worker(config: WorkerConfig, twilio_client: Any = None,
                 if not await _session(config, twilio_client, stop, total):
                     return total
                 continue   # the model was rebuilt: go on with the new one
-            except (OSError, asyncpg.PostgresConnectionStatusError, asyncpg.CannotConnectNowError,
+            except (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
                     asyncpg.InterfaceError, CatalogUnreachable) as exc:
                 if config.once:
                     raise

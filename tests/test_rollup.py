@@ -120,6 +120,24 @@ async def test_numbers_by_difference_equal_one_batch_in_every_path(
                    p5: (4, 1, 3, 1, "30003x2, 30005x1")}
 
 
+async def test_a_model_without_running_figures_gets_them_once(
+        db_url: str, db: asyncpg.Connection, tmp_path: Path) -> None:
+    """A model written before number_state existed (numbers with rows, no running figures)
+    gets them from all its messages at the first run, then goes on by difference."""
+    evs = random_log(3, 60)
+    await append(db, evs[:100])
+    old, _ = await rollup(db_url, tmp_path / "a.duckdb", batch_size=50)
+    old.execute("DELETE FROM number_state")     # as an earlier version left it
+    old.close()
+    await append(db, evs[100:])
+    upgraded, _ = await rollup(db_url, tmp_path / "a.duckdb", batch_size=50)
+    fresh, _ = await rollup(db_url, tmp_path / "b.duckdb", batch_size=100_000)
+    assert upgraded.execute("SELECT count(*) FROM number_state").fetchone() == (
+        len({e.phone for e in evs if e.phone}),)
+    for name, order in [("numbers", "phone"), ("number_state", "phone")]:
+        assert table(upgraded, name, order) == table(fresh, name, order), name
+
+
 async def test_reader_waits_for_a_late_transaction(db_url: str, db: asyncpg.Connection,
                                                    tmp_path: Path) -> None:
     slow = await asyncpg.connect(db_url)

@@ -76,8 +76,5 @@ FROM (SELECT * FROM merged
 LEFT JOIN existing o USING (message_sid)
 WHERE n.to_number IS NOT NULL;
 
-DELETE FROM messages
-WHERE first_seen_at >= $first_seen_from AND message_sid IN (SELECT message_sid FROM merged);
-INSERT INTO messages BY NAME SELECT * FROM merged;
 INSERT INTO messages BY NAME
 SELECT b.* FROM batch_msgs b ANTI JOIN merged USING (message_sid);

@@ -1,5 +1,6 @@
 -- Each touched number's row in `numbers` and its hygiene verdict, from its running figures
--- (number_state, kept by number_state.sql), the contact facts and what is known of the number.
+-- (`affected_state`: their rows of number_state, kept by number_state.sql), the contact facts
+-- and what is known of the number.
 -- The rules are parameters (the codes and thresholds of analytics/hygiene_rules.toml):
 -- configuration, versioned with the report.
 -- "After the last delivery" is what makes failures consecutive.
@@ -40,7 +41,7 @@ judged AS (
            len(s.unreachable_days) AS unreachable_days, s.blocked_code
     FROM affected a
     LEFT JOIN number_info i USING (phone)
-    LEFT JOIN number_state s USING (phone)
+    LEFT JOIN affected_state s USING (phone)
     LEFT JOIN consent c USING (phone)
 )
 SELECT phone, country, carrier, carrier_source, line_type, sends, deliveries, failures,

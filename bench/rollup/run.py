@@ -44,12 +44,12 @@ DB = "smsledger_bench_rollup"
 GENERATE = """
 COPY (
   WITH m AS (
-    SELECT i, 'SM' || md5((i + $offset)::VARCHAR) AS sid,   -- random, as Twilio's are
+    SELECT i, 'SM' || md5(i::VARCHAR) AS sid,   -- random, as Twilio's are
            '+1415' || lpad((hash(i) % 300000)::VARCHAR, 7, '0') AS phone,
            TIMESTAMPTZ '2026-11-01 00:00:00+00' + to_seconds(i * 2) AS t0,
            (hash(i * 7) % 100)::INTEGER AS roll,
            ['otp', 'transactional', 'marketing'][(1 + hash(i * 3) % 3)::BIGINT] AS category
-    FROM range($count) r(i)
+    FROM range($offset, $offset + $count) r(i)   -- message numbers: later ones, later times
   ), e AS (
     SELECT sid, phone, t0, category, 0 AS k, 'message.sent' AS type, 'queued' AS status,
            NULL::INT AS code FROM m
