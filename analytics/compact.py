@@ -1,5 +1,5 @@
-"""The lake's upkeep, a scheduled worker job: small per-tick files merged, old catalog snapshots
-expired, files no snapshot references any more deleted.
+"""The lake's upkeep, a scheduled worker job: files mostly deleted rewritten, small per-tick
+files merged, old catalog snapshots expired, files no snapshot references any more deleted.
 
 Readers are never blocked: merging writes new files and commits them as a new snapshot, while
 a reader's older snapshot keeps its files; files are deleted only once the snapshots that used
@@ -27,6 +27,7 @@ log = logging.getLogger("smsledger.analytics.compact")
 class CompactResult:
     flushed_rows: int = 0
     merged_files: int = 0
+    rewritten_files: int = 0
     expired_snapshots: int = 0
     deleted_files: int = 0
     seconds: float = 0.0
@@ -41,6 +42,12 @@ def compact(con: duckdb.DuckDBPyConnection, keep: timedelta,
     # Rows small commits kept in the catalog itself become Parquet first, so that they merge.
     rows = con.execute("CALL ducklake_flush_inlined_data(?)", [ALIAS]).fetchall()
     result.flushed_rows = sum(int(r[-1] or 0) for r in rows)
+    # Files mostly deleted (every tick deletes and rewrites the numbers it touched; a run's
+    # pending changes are emptied at its end) are rewritten without their dead rows: scans
+    # would otherwise read them and their delete files for ever.
+    rows = con.execute("CALL ducklake_rewrite_data_files(?, delete_threshold => 0.5)",
+                       [ALIAS]).fetchall()
+    result.rewritten_files = sum(int(r[2] or 0) for r in rows)
     rows = con.execute("CALL ducklake_merge_adjacent_files(?)", [ALIAS]).fetchall()
     result.merged_files = sum(int(r[2] or 0) for r in rows)
     if crash_after_merge:   # fault injection for the tests

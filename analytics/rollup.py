@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 import re
@@ -21,7 +23,7 @@ import signal
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, partial
 from importlib import resources
 
 import asyncpg
@@ -71,9 +73,15 @@ class Rollup:
         # number_info; loaded lazily, extended only after a batch commits.
         self._known: set[str] | None = None
         self._state_checked = False
+        # Whether pending_changes / dirty_numbers may hold rows (None: not known yet, looked
+        # up once per process by ensure_number_state).
+        self._pending: bool | None = None
         self.recomputed = 0     # numbers counted again from all their messages, ever
 
-    def apply(self, batch: Batch, events_total: int) -> None:
+    def apply(self, batch: Batch, events_total: int, *, last: bool = False) -> None:
+        """One batch in one transaction with the cursor. ``last``: the run ends with it; when
+        it is also the run's only batch (a tick), its numbers are updated in the same commit,
+        else its changes wait in pending_changes for ``flush_numbers``."""
         con = self.duck
         con.execute("BEGIN")
         try:
@@ -90,7 +98,12 @@ class Rollup:
             described = self._describe_new_numbers(batch)
             if self._has(batch, "number.looked_up"):
                 self._run("apply_lookups")
-            self._run("pending_changes", {"seq": events_total})
+            if last and not self._pending:
+                self._update_numbers("SELECT phone FROM batch WHERE phone IS NOT NULL "
+                                     "UNION SELECT phone FROM changes")
+            else:
+                self._run("pending_changes", {"seq": events_total})
+                self._pending = True
             write_cursor(con, batch.after, events_total)
             self._applied += 1
             if self._crash_after and self._applied >= self._crash_after:
@@ -132,6 +145,8 @@ class Rollup:
         the touched numbers' rows in ``numbers``, in one transaction that also empties the
         pending tables. Returns how many numbers were rendered (0: nothing was pending, nothing
         written)."""
+        if self._pending is False:
+            return 0
         con = self.duck
         con.execute("BEGIN")
         try:
@@ -142,7 +157,10 @@ class Rollup:
                 "SELECT 1 FROM dirty")
             if not changed and not dirty:   # a tick with nothing new writes nothing
                 con.execute("ROLLBACK")
+                self._pending = False
                 return 0
+            if changed >= 100_000:    # a backlog's end: say what the wait is for
+                log.info("taking %d changed messages into their numbers", changed)
             count = self._update_numbers("SELECT phone FROM dirty UNION SELECT phone FROM changes")
             if changed:
                 con.execute("DELETE FROM pending_changes")
@@ -152,6 +170,7 @@ class Rollup:
         except BaseException:
             con.execute("ROLLBACK")
             raise
+        self._pending = False
         return count
 
     def _update_numbers(self, affected: str) -> int:
@@ -204,35 +223,59 @@ class Rollup:
                               "(SELECT phone FROM state_out)")
             self.duck.execute("INSERT INTO number_state BY NAME SELECT * FROM state_out")
 
+    def figures_digest(self) -> str:
+        """What the running figures depend on besides the log: the hygiene rules (which codes
+        count as permanent, unreachable, ...) and the SQL that keeps them."""
+        text = json.dumps(self.rules.sql_params(), sort_keys=True) + "".join(
+            resources.files("analytics").joinpath("sql", f"{name}.sql").read_text("utf-8")
+            for name in ("apply_numbers", "number_state", "recompute_numbers", "render_numbers"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
     def ensure_number_state(self) -> None:
-        """Once per process: a model whose numbers have no running figures yet (written by an
-        earlier version; or a first run killed before its end) gets them from all its messages,
-        in one transaction, which also takes whatever was pending: the one time the whole
-        history is read."""
+        """Once per process: numbers without running figures (a model written by an earlier
+        version; a first run killed before its end), or figures kept under other hygiene rules
+        or another definition, are counted again from all the messages and every number is
+        rendered again, in one transaction that also takes whatever was pending: the one time
+        the whole history is read."""
         if self._state_checked:
             return
         con = self.duck
-        if (not self._count("SELECT 1 FROM number_state LIMIT 1")
-                and self._count("SELECT 1 FROM messages LIMIT 1")):
-            log.info("computing every number's running figures from the messages once")
+        digest = self.figures_digest()
+        row = con.execute("SELECT max(digest) FROM number_state_version").fetchone()
+        stored = row[0] if row else None
+        has_state = self._count("SELECT 1 FROM number_state LIMIT 1")
+        if stored != digest or not has_state:
             con.execute("BEGIN")
             try:
-                con.execute("CREATE OR REPLACE TEMP TABLE recompute AS SELECT DISTINCT "
-                            "to_number AS phone FROM messages WHERE to_number IS NOT NULL")
-                con.execute("CREATE OR REPLACE TEMP TABLE state_out AS "
-                            "SELECT * FROM number_state LIMIT 0")
-                self._recompute_state()
-                self._store_state()
-                self._render("SELECT phone FROM numbers UNION SELECT phone FROM recompute "
-                             "UNION SELECT phone FROM dirty_numbers "
-                             "UNION SELECT phone FROM pending_changes")
-                # Their messages are in what was just counted: nothing is left pending.
-                con.execute("DELETE FROM pending_changes")
-                con.execute("DELETE FROM dirty_numbers")
+                if self._count("SELECT 1 FROM messages LIMIT 1") or has_state:
+                    log.info("counting every number's running figures again from the messages "
+                             "(%s)", "the hygiene rules changed" if stored and has_state
+                             else "first run of this version on this model")
+                    con.execute("CREATE OR REPLACE TEMP TABLE recompute AS SELECT DISTINCT "
+                                "to_number AS phone FROM messages WHERE to_number IS NOT NULL")
+                    con.execute("CREATE OR REPLACE TEMP TABLE state_out AS "
+                                "SELECT * FROM number_state LIMIT 0")
+                    self._recompute_state()
+                    if has_state:
+                        con.execute("DELETE FROM number_state")
+                    self._store_state()
+                    self._render("SELECT phone FROM numbers UNION SELECT phone FROM recompute "
+                                 "UNION SELECT phone FROM dirty_numbers "
+                                 "UNION SELECT phone FROM pending_changes")
+                    # Their messages are in what was just counted: nothing is left pending.
+                    con.execute("DELETE FROM pending_changes")
+                    con.execute("DELETE FROM dirty_numbers")
+                    self._pending = False
+                if stored != digest:
+                    con.execute("DELETE FROM number_state_version")
+                    con.execute("INSERT INTO number_state_version VALUES (?)", [digest])
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
+        if self._pending is None:
+            self._pending = bool(self._count("SELECT 1 FROM pending_changes LIMIT 1")
+                                 or self._count("SELECT 1 FROM dirty_numbers LIMIT 1"))
         self._state_checked = True
 
     def _describe_new_numbers(self, batch: Batch) -> list[str]:
@@ -270,7 +313,8 @@ class Rollup:
                     break
                 pending = asyncio.create_task(fetch_batch(pg, batch.after, self.batch_size))
                 total += len(batch)
-                await asyncio.to_thread(self.apply, batch, total)
+                last = len(batch) < self.batch_size
+                await asyncio.to_thread(partial(self.apply, batch, total, last=last))
                 result.events += len(batch)
                 result.batches += 1
                 if self.on_batch is not None:

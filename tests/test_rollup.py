@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import random
 import subprocess
@@ -136,6 +137,24 @@ async def test_a_model_without_running_figures_gets_them_once(
         len({e.phone for e in evs if e.phone}),)
     for name, order in [("numbers", "phone"), ("number_state", "phone")]:
         assert table(upgraded, name, order) == table(fresh, name, order), name
+
+
+async def test_changed_hygiene_rules_count_every_number_again(
+        db_url: str, db: asyncpg.Connection, tmp_path: Path) -> None:
+    """The running figures depend on the rules (which codes are permanent, ...): under new
+    rules every number is counted and judged again, not only the ones the next batch touches."""
+    shipped = load_rules()
+    narrow = dataclasses.replace(shipped, permanent_codes=(30006,))
+    await append(db, random_log(4, 60))
+    before, _ = await rollup(db_url, tmp_path / "a.duckdb", rules=narrow)
+    before.close()
+    await append(db, message(900, PHONES[0], T0 + timedelta(days=3)))
+    after, _ = await rollup(db_url, tmp_path / "a.duckdb", rules=shipped)
+    fresh, _ = await rollup(db_url, tmp_path / "b.duckdb", rules=shipped)
+    for name, order in [("numbers", "phone"), ("number_state", "phone")]:
+        assert table(after, name, order) == table(fresh, name, order), name
+    assert after.execute("SELECT count(*) FROM numbers WHERE verdict = 'remove'").fetchone() \
+        != (0,)    # 30005 (permanent under the shipped rules) is in the log
 
 
 async def test_reader_waits_for_a_late_transaction(db_url: str, db: asyncpg.Connection,

@@ -139,6 +139,12 @@ CREATE TABLE IF NOT EXISTS number_state (
     opt_out_code_at       TIMESTAMPTZ
 );
 
+-- What number_state was computed under (analytics.rollup.Rollup.figures_digest: the hygiene
+-- rules and the SQL that keeps it): when it differs, every number is counted again.
+CREATE TABLE IF NOT EXISTS number_state_version (
+    digest VARCHAR NOT NULL
+);
+
 -- Per number state and its hygiene verdict, rendered for the numbers each batch touches.
 CREATE TABLE IF NOT EXISTS numbers (
     phone                 VARCHAR NOT NULL,       -- unique by construction
