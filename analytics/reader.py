@@ -29,6 +29,9 @@ COLUMNS: dict[str, pa.DataType] = {
 }
 
 
+LOOKUP_MAX_SIDS = 5_000   # a tick's messages; see fetch_batch
+
+
 @dataclasses.dataclass(frozen=True)
 class Batch:
     table: pa.Table
@@ -64,9 +67,13 @@ async def fetch_batch(conn: asyncpg.Connection, cursor: Cursor, limit: int) -> B
                                              quoted_strings_can_be_null=False))
     last = table.num_rows - 1
     after = Cursor(int(table["tx_id"][last].as_py()), int(table["position"][last].as_py()))
-    sids = pc.unique(table["message_sid"].drop_null()).to_pylist()
-    # An index lookup per message of the batch (events_message_sid): the cost follows the batch.
-    first = await conn.fetchval(
-        "SELECT min(occurred_at) FROM events WHERE message_sid = ANY($1::text[])", sids,
-    ) if sids else None
+    sids = pc.unique(table["message_sid"].drop_null())
+    first = None
+    if 0 < len(sids) <= LOOKUP_MAX_SIDS:
+        # An index lookup per message of the batch (events_message_sid): the cost follows the
+        # batch. A larger batch (a backlog) looks at all the model's messages instead: tens of
+        # thousands of lookups cost PostgreSQL more than that scan costs DuckDB.
+        first = await conn.fetchval(
+            "SELECT min(occurred_at) FROM events WHERE message_sid = ANY($1::text[])",
+            sids.to_pylist())
     return Batch(table, after, first)
