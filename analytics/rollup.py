@@ -227,8 +227,8 @@ class Rollup:
         """What the running figures depend on besides the log: the hygiene rules (which codes
         count as permanent, unreachable, ...) and the SQL that keeps them."""
         text = json.dumps(self.rules.sql_params(), sort_keys=True) + "".join(
-            resources.files("analytics").joinpath("sql", f"{name}.sql").read_text("utf-8")
-            for name in ("apply_numbers", "number_state", "recompute_numbers", "render_numbers"))
+            statement for name in ("apply_numbers", "number_state", "recompute_numbers",
+                                   "render_numbers") for statement in statements(name))
         return hashlib.sha256(text.encode()).hexdigest()
 
     def ensure_number_state(self) -> None:
