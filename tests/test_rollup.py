@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
+import duckdb
 
 from analytics.hygiene import load_rules
 from analytics.lake import write_pointer, writer_lake
@@ -185,6 +186,23 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120, check=False)
 
 
+async def cli_catch_up(env: dict[str, str], data_dir: Path, batch_size: int,
+                       total: int) -> duckdb.DuckDBPyConnection:
+    """`smsledger rollup --once` until the published model holds ``total`` events (the
+    gap-free horizon is cluster-wide: a round may be held back a while); returns that
+    snapshot, open."""
+    deadline = time.monotonic() + 60
+    while True:
+        step = await asyncio.to_thread(cli, "rollup", "--once", "--batch-size",
+                                       str(batch_size), env=env)
+        assert step.returncode == 0, step.stderr
+        con = open_snapshot(data_dir)
+        if con.execute("SELECT events FROM rollup_cursor").fetchone() == (total,):
+            return con
+        con.close()
+        assert time.monotonic() < deadline, "the rollup did not catch up within 60 s"
+
+
 async def test_rollup_killed_mid_batch_then_rerun_equals_a_rebuild(
         db_url: str, db: asyncpg.Connection, tmp_path: Path) -> None:
     await append(db, random_log(2, 400))
@@ -280,16 +298,7 @@ async def test_killed_during_compaction_loses_nothing_and_the_next_run_finishes(
     await append(db, random_log(7, 200))
     env = dict(os.environ, DATABASE_URL=db_url, SMSLEDGER_DATA_DIR=str(tmp_path / "c"))
     total = await db.fetchval("SELECT count(*) FROM events")
-    deadline = time.monotonic() + 60
-    while True:   # the gap-free horizon is cluster-wide: rounds may be held back a while
-        small = await asyncio.to_thread(cli, "rollup", "--once", "--batch-size", "60", env=env)
-        assert small.returncode == 0, small.stderr
-        con = open_snapshot(tmp_path / "c")
-        done = con.execute("SELECT events FROM rollup_cursor").fetchone()
-        con.close()
-        if done == (total,):
-            break
-        assert time.monotonic() < deadline, "the rollup did not catch up within 60 s"
+    (await cli_catch_up(env, tmp_path / "c", 60, total)).close()
 
     def files() -> int:
         con = open_snapshot(tmp_path / "c")
@@ -322,16 +331,7 @@ async def test_rebuild_equals_incremental_and_switches_readers_when_complete(
     await append(db, random_log(8, 150))
     env = dict(os.environ, DATABASE_URL=db_url, SMSLEDGER_DATA_DIR=str(tmp_path / "r"))
     total = await db.fetchval("SELECT count(*) FROM events")
-    deadline = time.monotonic() + 60
-    while True:   # incremental, in small batches (the horizon may hold a round back)
-        step = await asyncio.to_thread(cli, "rollup", "--once", "--batch-size", "37", env=env)
-        assert step.returncode == 0, step.stderr
-        con = open_snapshot(tmp_path / "r")
-        done = con.execute("SELECT events FROM rollup_cursor").fetchone()
-        if done == (total,):
-            break
-        con.close()
-        assert time.monotonic() < deadline, "the rollup did not catch up within 60 s"
+    con = await cli_catch_up(env, tmp_path / "r", 37, total)   # incremental, small batches
     before = read_pointer(tmp_path / "r")
     rebuilt = await asyncio.to_thread(cli, "rollup", "--rebuild", "--batch-size", "100", env=env)
     assert rebuilt.returncode == 0, rebuilt.stderr
