@@ -90,12 +90,13 @@ class Rollup:
             self._run("apply_events")
             if self._has_prefix(batch, "contact."):
                 self._run("apply_contacts")
+            # Before the messages: they carry their number's country and carrier.
+            described = self._describe_new_numbers(batch)
             self._run("apply_messages", first_seen)
             if self._count("SELECT 1 FROM merged"):
                 self._run("replace_messages", first_seen)
             if self._has(batch, "message.priced"):
                 self._run("apply_prices", first_seen)
-            described = self._describe_new_numbers(batch)
             if self._has(batch, "number.looked_up"):
                 self._run("apply_lookups")
             if last and not self._pending:

@@ -43,6 +43,8 @@ def test_macros_and_optional_filters(tmp_path: Path) -> None:
                 "('c', 'failed', 'US', 'marketing', TIMESTAMPTZ '2026-11-03 10:00:00+00')) "
                 "AS t(from_number, status, country, category, sent_at)")
     con.execute("ALTER TABLE message_facts ADD COLUMN first_seen_at TIMESTAMPTZ")
+    con.execute("ALTER TABLE message_facts ADD COLUMN sent_or_seen_at TIMESTAMPTZ")
+    con.execute("UPDATE message_facts SET sent_or_seen_at = sent_at")
     con.execute("ALTER TABLE message_facts ADD COLUMN messaging_service_sid VARCHAR")
     queries.prepare(con)
     assert con.execute("SELECT is_delivered('read'), is_delivered('sent'), is_failed('failed'),"

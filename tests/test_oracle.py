@@ -173,7 +173,7 @@ async def ingest_and_roll_up(url: str, data_dir: Path, actions: list[Action],
         twilio_auth_token=Secret(TEST_TOKEN), twilio_phone_number=history.SENDERS[0],
         api_key=Secret(history.API_KEY), public_url=PUBLIC_URL, data_dir=data_dir)
     async with TestClient(TestServer(create_app(app_settings))) as client:
-        poster = Poster(client)
+        poster = Poster(client, url)
         for n, action in enumerate(actions, 1):
             await poster.post(action)
             if every and n % every == 0:

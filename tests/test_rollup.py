@@ -140,6 +140,25 @@ async def test_a_model_without_running_figures_gets_them_once(
         assert table(upgraded, name, order) == table(fresh, name, order), name
 
 
+async def test_a_model_without_the_new_message_columns_gets_them_once(
+        db_url: str, db: asyncpg.Connection, tmp_path: Path) -> None:
+    """A model written before messages carried their number's country, carrier and line type
+    and their time gets the columns, filled from what is known, when the writer opens it."""
+    evs = random_log(5, 40)
+    await append(db, evs)
+    old, _ = await rollup(db_url, tmp_path / "a.duckdb")
+    # as an earlier version left it
+    for column in ("country", "carrier", "line_type", "sent_or_seen_at"):
+        old.execute(f"ALTER TABLE messages DROP COLUMN {column}")
+    old.execute("UPDATE model_version SET ddl_sha256 = 'an earlier model'")
+    old.close()
+    upgraded, _ = await rollup(db_url, tmp_path / "a.duckdb")
+    fresh, _ = await rollup(db_url, tmp_path / "b.duckdb")
+    assert table(upgraded, "messages", "message_sid") == table(fresh, "messages", "message_sid")
+    assert upgraded.execute("SELECT count(*) FROM messages WHERE country IS NOT NULL"
+                            ).fetchone() != (0,)
+
+
 async def test_changed_hygiene_rules_count_every_number_again(
         db_url: str, db: asyncpg.Connection, tmp_path: Path) -> None:
     """The running figures depend on the rules (which codes are permanent, ...): under new

@@ -10,17 +10,17 @@ ORDER BY position;
 -- name: segment_series
 -- One segment's delivery rate and OTP median per 5-minute bucket of send time, from $since to
 -- $until (epoch seconds); a NULL carrier, country or sender means all of them.
-SELECT time_bucket(INTERVAL 5 MINUTE, coalesce(m.sent_at, m.first_seen_at)) AS bucket,
+SELECT time_bucket(INTERVAL 5 MINUTE, m.sent_or_seen_at) AS bucket,
        count(*) FILTER (WHERE m.status IN ('delivered', 'read', 'undelivered', 'failed'))
            AS final,
        count(*) FILTER (WHERE m.status IN ('delivered', 'read')) AS delivered,
-       quantile_cont(epoch(m.delivered_at - m.sent_at), 0.5)
+       quantile_cont((epoch_us(m.delivered_at) - epoch_us(m.sent_at)) / 1e6, 0.5)
            FILTER (WHERE m.category = 'otp') AS otp_p50_s
-FROM messages m LEFT JOIN numbers n ON n.phone = m.to_number
-WHERE coalesce(m.sent_at, m.first_seen_at) >= to_timestamp($since)
-  AND coalesce(m.sent_at, m.first_seen_at) < to_timestamp($until)
-  AND ($carrier::VARCHAR IS NULL OR coalesce(n.carrier, 'unknown') = $carrier::VARCHAR)
-  AND ($country::VARCHAR IS NULL OR coalesce(n.country, 'unknown') = $country::VARCHAR)
+FROM messages m
+WHERE m.sent_or_seen_at >= to_timestamp($since)
+  AND m.sent_or_seen_at < to_timestamp($until)
+  AND ($carrier::VARCHAR IS NULL OR coalesce(m.carrier, 'unknown') = $carrier::VARCHAR)
+  AND ($country::VARCHAR IS NULL OR coalesce(m.country, 'unknown') = $country::VARCHAR)
   AND ($sender::VARCHAR IS NULL
        OR coalesce(m.from_number, m.messaging_service_sid, 'unknown') = $sender::VARCHAR)
 GROUP BY 1

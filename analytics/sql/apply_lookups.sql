@@ -4,4 +4,14 @@ SET lookup_carrier = l.carrier, lookup_type = l.line_type, looked_up_at = l.at
 FROM (SELECT phone, arg_max(detail, position) AS carrier, arg_max(line_type, position)
              AS line_type, max(occurred_at) AS at
       FROM batch WHERE type = 'number.looked_up' GROUP BY phone) AS l
-WHERE number_info.phone = l.phone
+WHERE number_info.phone = l.phone;
+
+-- Their messages carry the number's carrier and line type (schema/duckdb/model.sql): the
+-- looked-up numbers' messages take the answer. It reads `to_number` of every message, once per
+-- batch with answers (the enrichment job asks each number once).
+UPDATE messages SET carrier = d.carrier, line_type = d.line_type
+FROM number_dims() d
+WHERE messages.to_number = d.phone
+  AND d.phone IN (SELECT phone FROM batch WHERE type = 'number.looked_up')
+  AND (messages.carrier IS DISTINCT FROM d.carrier
+       OR messages.line_type IS DISTINCT FROM d.line_type)

@@ -76,5 +76,14 @@ FROM (SELECT * FROM merged
 LEFT JOIN existing o USING (message_sid)
 WHERE n.to_number IS NOT NULL;
 
+-- The numbers' country, carrier and line type, carried on their messages (the rollup has
+-- described the batch's new numbers already): one read of number_info for the batch.
+CREATE OR REPLACE TEMP TABLE batch_dims AS
+SELECT phone, country, carrier, line_type FROM number_dims()
+WHERE phone IN (SELECT to_number FROM batch_msgs UNION SELECT to_number FROM merged);
+
 INSERT INTO messages BY NAME
-SELECT b.* FROM batch_msgs b ANTI JOIN merged USING (message_sid);
+SELECT b.*, d.country, d.carrier, d.line_type,
+       coalesce(b.sent_at, b.first_seen_at) AS sent_or_seen_at
+FROM batch_msgs b ANTI JOIN merged USING (message_sid)
+LEFT JOIN batch_dims d ON d.phone = b.to_number;

@@ -14,7 +14,7 @@ fallback AS (
     SELECT sms AS d_sms, mms AS d_mms FROM price_table WHERE country = 'default'
 ),
 base AS (
-    SELECT m.message_sid, coalesce(m.sent_at, m.first_seen_at) AS t, m.category, m.status,
+    SELECT m.message_sid, m.sent_or_seen_at AS t, m.category, m.status,
            m.error_code, coalesce(m.segments, 1) AS segments,
            coalesce(n.country, i.country, 'unknown') AS country,
            coalesce(n.carrier, i.lookup_carrier, i.carrier_hint, 'unknown') AS carrier,
@@ -27,8 +27,8 @@ base AS (
     LEFT JOIN prices p ON p.message_sid = m.message_sid
     LEFT JOIN price_table pt ON pt.country = coalesce(n.country, i.country)
     CROSS JOIN fallback f
-    WHERE ($since IS NULL OR coalesce(m.sent_at, m.first_seen_at) >= $since)
-      AND ($until IS NULL OR coalesce(m.sent_at, m.first_seen_at) < $until)
+    WHERE ($since IS NULL OR m.sent_or_seen_at >= $since)
+      AND ($until IS NULL OR m.sent_or_seen_at < $until)
       AND ($sender IS NULL OR coalesce(m.from_number, m.messaging_service_sid) = $sender)
       AND ($category IS NULL OR m.category = $category)
       AND ($country IS NULL OR coalesce(n.country, i.country) = $country)

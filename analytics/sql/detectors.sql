@@ -1,19 +1,20 @@
 -- The alert detectors' queries (analytics/detectors.py), one per `-- name:` header. Each filters
--- by send time first (coalesce(sent_at, first_seen_at): late callbacks and backfilled history
--- land in the window they were sent in), so that it costs what its window costs. Parameters:
+-- by send time first (sent_or_seen_at: the send time, else the first event; late callbacks and
+-- backfilled history land in the window they were sent in), so that it costs what its window
+-- costs (files outside it are skipped by their min/max). Parameters:
 -- $since, $until (epoch seconds: the span read), $ends (window ends, epoch seconds), $window_s.
--- Segments: carrier and country from the number, sender = the From number or the messaging
--- service; unknown ones as 'unknown'. NULL in a grouping column means "all".
+-- Segments: carrier and country of the number (carried on `messages`), sender = the From
+-- number or the messaging service; unknown ones as 'unknown'. NULL in a grouping column means "all".
 
 -- name: delivery_window
 WITH facts AS (
-    SELECT coalesce(m.sent_at, m.first_seen_at) AS t,
-           coalesce(n.carrier, 'unknown') AS carrier, coalesce(n.country, 'unknown') AS country,
+    SELECT m.sent_or_seen_at AS t,
+           coalesce(m.carrier, 'unknown') AS carrier, coalesce(m.country, 'unknown') AS country,
            coalesce(m.from_number, m.messaging_service_sid, 'unknown') AS sender,
            m.status IN ('delivered', 'read') AS ok
-    FROM messages m LEFT JOIN numbers n ON n.phone = m.to_number
-    WHERE coalesce(m.sent_at, m.first_seen_at) >= to_timestamp($since)
-      AND coalesce(m.sent_at, m.first_seen_at) < to_timestamp($until)
+    FROM messages m
+    WHERE m.sent_or_seen_at >= to_timestamp($since)
+      AND m.sent_or_seen_at < to_timestamp($until)
       AND m.status IN ('delivered', 'read', 'undelivered', 'failed')
 ), ends AS (SELECT to_timestamp(unnest($ends::DOUBLE[])) AS window_end)
 SELECT epoch(e.window_end) AS window_end, carrier, country, sender,
@@ -25,12 +26,12 @@ GROUP BY GROUPING SETS ((e.window_end, carrier, country, sender), (e.window_end,
 
 -- name: delivery_baseline
 WITH facts AS (
-    SELECT coalesce(n.carrier, 'unknown') AS carrier, coalesce(n.country, 'unknown') AS country,
+    SELECT coalesce(m.carrier, 'unknown') AS carrier, coalesce(m.country, 'unknown') AS country,
            coalesce(m.from_number, m.messaging_service_sid, 'unknown') AS sender,
            m.status IN ('delivered', 'read') AS ok
-    FROM messages m LEFT JOIN numbers n ON n.phone = m.to_number
-    WHERE coalesce(m.sent_at, m.first_seen_at) >= to_timestamp($since)
-      AND coalesce(m.sent_at, m.first_seen_at) < to_timestamp($until)
+    FROM messages m
+    WHERE m.sent_or_seen_at >= to_timestamp($since)
+      AND m.sent_or_seen_at < to_timestamp($until)
       AND m.status IN ('delivered', 'read', 'undelivered', 'failed')
 )
 SELECT carrier, country, sender, count(*) AS sample, count(*) FILTER (WHERE ok) AS good
@@ -39,11 +40,11 @@ GROUP BY GROUPING SETS ((carrier, country, sender), (carrier), (country), (sende
 
 -- name: error_window
 WITH facts AS (
-    SELECT coalesce(m.sent_at, m.first_seen_at) AS t,
+    SELECT m.sent_or_seen_at AS t,
            coalesce(m.from_number, m.messaging_service_sid, 'unknown') AS sender, m.error_code
     FROM messages m
-    WHERE coalesce(m.sent_at, m.first_seen_at) >= to_timestamp($since)
-      AND coalesce(m.sent_at, m.first_seen_at) < to_timestamp($until)
+    WHERE m.sent_or_seen_at >= to_timestamp($since)
+      AND m.sent_or_seen_at < to_timestamp($until)
       AND m.status IN ('delivered', 'read', 'undelivered', 'failed')
 ), ends AS (SELECT to_timestamp(unnest($ends::DOUBLE[])) AS window_end),
 per_window AS (
@@ -65,19 +66,19 @@ GROUP BY p.window_end, p.sender, p.error_code;
 SELECT coalesce(m.from_number, m.messaging_service_sid, 'unknown') AS sender, m.error_code,
        count(*) AS hits, sum(count(*)) OVER (PARTITION BY sender) AS sample
 FROM messages m
-WHERE coalesce(m.sent_at, m.first_seen_at) >= to_timestamp($since)
-  AND coalesce(m.sent_at, m.first_seen_at) < to_timestamp($until)
+WHERE m.sent_or_seen_at >= to_timestamp($since)
+  AND m.sent_or_seen_at < to_timestamp($until)
   AND m.status IN ('delivered', 'read', 'undelivered', 'failed')
 GROUP BY 1, 2;
 
 -- name: otp_latency_window
 WITH facts AS (
-    SELECT coalesce(m.sent_at, m.first_seen_at) AS t,
-           coalesce(n.carrier, 'unknown') AS carrier, coalesce(n.country, 'unknown') AS country,
-           epoch(m.delivered_at - m.sent_at) AS latency_s
-    FROM messages m LEFT JOIN numbers n ON n.phone = m.to_number
-    WHERE coalesce(m.sent_at, m.first_seen_at) >= to_timestamp($since)
-      AND coalesce(m.sent_at, m.first_seen_at) < to_timestamp($until)
+    SELECT m.sent_or_seen_at AS t,
+           coalesce(m.carrier, 'unknown') AS carrier, coalesce(m.country, 'unknown') AS country,
+           (epoch_us(m.delivered_at) - epoch_us(m.sent_at)) / 1e6 AS latency_s
+    FROM messages m
+    WHERE m.sent_or_seen_at >= to_timestamp($since)
+      AND m.sent_or_seen_at < to_timestamp($until)
       AND m.category = 'otp' AND m.delivered_at IS NOT NULL AND m.sent_at IS NOT NULL
 ), ends AS (SELECT to_timestamp(unnest($ends::DOUBLE[])) AS window_end)
 SELECT epoch(e.window_end) AS window_end, carrier, country, count(*) AS sample,
@@ -87,11 +88,11 @@ FROM facts f JOIN ends e
 GROUP BY GROUPING SETS ((e.window_end, carrier), (e.window_end, country));
 
 -- name: otp_latency_baseline
-SELECT coalesce(n.carrier, 'unknown') AS carrier, coalesce(n.country, 'unknown') AS country,
-       count(*) AS sample, quantile_cont(epoch(m.delivered_at - m.sent_at), 0.5) AS p50
-FROM messages m LEFT JOIN numbers n ON n.phone = m.to_number
-WHERE coalesce(m.sent_at, m.first_seen_at) >= to_timestamp($since)
-  AND coalesce(m.sent_at, m.first_seen_at) < to_timestamp($until)
+SELECT coalesce(m.carrier, 'unknown') AS carrier, coalesce(m.country, 'unknown') AS country,
+       count(*) AS sample, quantile_cont((epoch_us(m.delivered_at) - epoch_us(m.sent_at)) / 1e6, 0.5) AS p50
+FROM messages m
+WHERE m.sent_or_seen_at >= to_timestamp($since)
+  AND m.sent_or_seen_at < to_timestamp($until)
   AND m.category = 'otp' AND m.delivered_at IS NOT NULL AND m.sent_at IS NOT NULL
 GROUP BY GROUPING SETS ((carrier), (country));
 
@@ -106,13 +107,13 @@ outs AS (
 ), charged AS (
     SELECT o.phone, o.occurred_at,
            arg_max(coalesce(m.from_number, m.messaging_service_sid, 'unknown'),
-                   coalesce(m.sent_at, m.first_seen_at)) AS sender
+                   m.sent_or_seen_at) AS sender
     FROM outs o JOIN messages m
       ON m.to_number = o.phone
-     AND coalesce(m.sent_at, m.first_seen_at) <= o.occurred_at
-     AND coalesce(m.sent_at, m.first_seen_at) >= o.occurred_at - INTERVAL 3 DAY
-    WHERE coalesce(m.sent_at, m.first_seen_at) >= to_timestamp($since) - INTERVAL 3 DAY
-      AND coalesce(m.sent_at, m.first_seen_at) < to_timestamp($until)
+     AND m.sent_or_seen_at <= o.occurred_at
+     AND m.sent_or_seen_at >= o.occurred_at - INTERVAL 3 DAY
+    WHERE m.sent_or_seen_at >= to_timestamp($since) - INTERVAL 3 DAY
+      AND m.sent_or_seen_at < to_timestamp($until)
     GROUP BY o.phone, o.occurred_at
 ), out_counts AS (
     SELECT e.window_end, c.sender, count(*) AS opt_outs
@@ -123,10 +124,10 @@ outs AS (
     SELECT e.window_end, coalesce(m.from_number, m.messaging_service_sid, 'unknown') AS sender,
            count(*) AS sample
     FROM messages m JOIN ends e
-      ON coalesce(m.sent_at, m.first_seen_at) >= e.window_end - to_seconds($window_s)
-     AND coalesce(m.sent_at, m.first_seen_at) < e.window_end
-    WHERE coalesce(m.sent_at, m.first_seen_at) >= to_timestamp($since)
-      AND coalesce(m.sent_at, m.first_seen_at) < to_timestamp($until)
+      ON m.sent_or_seen_at >= e.window_end - to_seconds($window_s)
+     AND m.sent_or_seen_at < e.window_end
+    WHERE m.sent_or_seen_at >= to_timestamp($since)
+      AND m.sent_or_seen_at < to_timestamp($until)
     GROUP BY ALL
 )
 SELECT epoch(o.window_end) AS window_end, o.sender, o.opt_outs,
@@ -140,19 +141,19 @@ WITH outs AS (
       AND occurred_at >= to_timestamp($since) AND occurred_at < to_timestamp($until)
 ), charged AS (
     SELECT arg_max(coalesce(m.from_number, m.messaging_service_sid, 'unknown'),
-                   coalesce(m.sent_at, m.first_seen_at)) AS sender
+                   m.sent_or_seen_at) AS sender
     FROM outs o JOIN messages m
       ON m.to_number = o.phone
-     AND coalesce(m.sent_at, m.first_seen_at) <= o.occurred_at
-     AND coalesce(m.sent_at, m.first_seen_at) >= o.occurred_at - INTERVAL 3 DAY
-    WHERE coalesce(m.sent_at, m.first_seen_at) >= to_timestamp($since) - INTERVAL 3 DAY
-      AND coalesce(m.sent_at, m.first_seen_at) < to_timestamp($until)
+     AND m.sent_or_seen_at <= o.occurred_at
+     AND m.sent_or_seen_at >= o.occurred_at - INTERVAL 3 DAY
+    WHERE m.sent_or_seen_at >= to_timestamp($since) - INTERVAL 3 DAY
+      AND m.sent_or_seen_at < to_timestamp($until)
     GROUP BY o.phone, o.occurred_at
 ), sends AS (
     SELECT coalesce(from_number, messaging_service_sid, 'unknown') AS sender, count(*) AS sample
     FROM messages
-    WHERE coalesce(sent_at, first_seen_at) >= to_timestamp($since)
-      AND coalesce(sent_at, first_seen_at) < to_timestamp($until)
+    WHERE sent_or_seen_at >= to_timestamp($since)
+      AND sent_or_seen_at < to_timestamp($until)
     GROUP BY ALL
 )
 SELECT s.sender, s.sample, (SELECT count(*) FROM charged c WHERE c.sender = s.sender) AS opt_outs
@@ -179,16 +180,16 @@ GROUP BY ALL;
 -- name: gauges
 -- The worker's Prometheus gauges: per carrier and per country, over the messages sent in
 -- [$since, $until): messages, delivery rate over final statuses, OTP median latency.
-SELECT CASE WHEN grouping(n.carrier) = 0 THEN 'carrier' ELSE 'country' END AS dimension,
-       coalesce(CASE WHEN grouping(n.carrier) = 0 THEN n.carrier ELSE n.country END,
+SELECT CASE WHEN grouping(m.carrier) = 0 THEN 'carrier' ELSE 'country' END AS dimension,
+       coalesce(CASE WHEN grouping(m.carrier) = 0 THEN m.carrier ELSE m.country END,
                 'unknown') AS name,
        count(*) AS messages,
        count(*) FILTER (WHERE m.status IN ('delivered', 'read')) AS delivered,
        count(*) FILTER (WHERE m.status IN ('delivered', 'read', 'undelivered', 'failed'))
            AS final,
-       quantile_cont(epoch(m.delivered_at - m.sent_at), 0.5)
+       quantile_cont((epoch_us(m.delivered_at) - epoch_us(m.sent_at)) / 1e6, 0.5)
            FILTER (WHERE m.category = 'otp') AS otp_p50_s
-FROM messages m LEFT JOIN numbers n ON n.phone = m.to_number
-WHERE coalesce(m.sent_at, m.first_seen_at) >= to_timestamp($since)
-  AND coalesce(m.sent_at, m.first_seen_at) < to_timestamp($until)
-GROUP BY GROUPING SETS ((n.carrier), (n.country));
+FROM messages m
+WHERE m.sent_or_seen_at >= to_timestamp($since)
+  AND m.sent_or_seen_at < to_timestamp($until)
+GROUP BY GROUPING SETS ((m.carrier), (m.country));

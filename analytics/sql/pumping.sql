@@ -6,12 +6,12 @@
 
 -- name: pumping_window
 WITH sends AS (
-    SELECT coalesce(m.sent_at, m.first_seen_at) AS t, m.to_number AS phone,
+    SELECT m.sent_or_seen_at AS t, m.to_number AS phone,
            m.message_sid AS ref, false AS verify
     FROM messages m
     WHERE m.category = 'otp'
-      AND coalesce(m.sent_at, m.first_seen_at) >= to_timestamp($since)
-      AND coalesce(m.sent_at, m.first_seen_at) < to_timestamp($until)
+      AND m.sent_or_seen_at >= to_timestamp($since)
+      AND m.sent_or_seen_at < to_timestamp($until)
     UNION ALL
     SELECT occurred_at, phone, detail, true
     FROM events
@@ -27,11 +27,11 @@ approvals AS (
     WHERE type = 'otp.confirmed' AND occurred_at >= to_timestamp($since)
 ),
 codes AS (
-    SELECT coalesce(m.sent_at, m.first_seen_at) AS t, m.to_number AS phone, m.error_code AS code
+    SELECT m.sent_or_seen_at AS t, m.to_number AS phone, m.error_code AS code
     FROM messages m
     WHERE list_contains($codes, m.error_code)
-      AND coalesce(m.sent_at, m.first_seen_at) >= to_timestamp($since)
-      AND coalesce(m.sent_at, m.first_seen_at) < to_timestamp($until)
+      AND m.sent_or_seen_at >= to_timestamp($since)
+      AND m.sent_or_seen_at < to_timestamp($until)
     UNION ALL
     SELECT occurred_at, phone, error_code FROM events
     WHERE type = 'message.send_failed' AND list_contains($codes, error_code)
@@ -92,9 +92,9 @@ GROUP BY w.window_end, w.prefix;
 SELECT prefix, min(t) AS first_seen
 FROM (
     SELECT left(to_number, length(to_number) - 4) AS prefix,
-           epoch(coalesce(sent_at, first_seen_at)) AS t
+           epoch(sent_or_seen_at) AS t
     FROM messages
-    WHERE coalesce(sent_at, first_seen_at) >= to_timestamp($since)
+    WHERE sent_or_seen_at >= to_timestamp($since)
       AND to_number LIKE '+%' AND length(to_number) >= 9
     UNION ALL
     SELECT left(phone, length(phone) - 4), epoch(occurred_at)
@@ -113,8 +113,8 @@ WITH sends AS (
     SELECT m.to_number AS phone, m.message_sid AS ref, false AS verify
     FROM messages m
     WHERE m.category = 'otp'
-      AND coalesce(m.sent_at, m.first_seen_at) >= to_timestamp($since)
-      AND coalesce(m.sent_at, m.first_seen_at) < to_timestamp($until)
+      AND m.sent_or_seen_at >= to_timestamp($since)
+      AND m.sent_or_seen_at < to_timestamp($until)
     UNION ALL
     SELECT phone, detail, true FROM events
     WHERE type = 'verification.started'
@@ -145,8 +145,8 @@ WITH sends AS (
     SELECT m.to_number AS phone, m.message_sid AS ref, false AS verify
     FROM messages m
     WHERE m.category = 'otp'
-      AND ($since IS NULL OR coalesce(m.sent_at, m.first_seen_at) >= $since)
-      AND ($until IS NULL OR coalesce(m.sent_at, m.first_seen_at) < $until)
+      AND ($since IS NULL OR m.sent_or_seen_at >= $since)
+      AND ($until IS NULL OR m.sent_or_seen_at < $until)
     UNION ALL
     SELECT phone, detail, true FROM events
     WHERE type = 'verification.started'

@@ -81,7 +81,7 @@ GROUP BY 1 ORDER BY 1;
 
 -- name: otp_conversion
 -- Per day of sending: OTP messages, those confirmed (otp.confirmed), the share confirmed.
-SELECT date_trunc('day', coalesce(sent_at, first_seen_at)) AS day, count(*) AS sent,
+SELECT utc_floor(sent_or_seen_at, 86400000000) AS day, count(*) AS sent,
        count(*) FILTER (WHERE message_sid IN (
            SELECT message_sid FROM events WHERE type = 'otp.confirmed')) AS confirmed,
        confirmed / nullif(sent, 0) AS conversion
@@ -150,14 +150,14 @@ WHERE suffix(phone, $digits) ORDER BY sends DESC, phone LIMIT $limit;
 -- The newest messages matching a SID prefix, an error code, a carrier, a country or a sender
 -- (each NULL: any).
 SELECT message_sid, to_number AS phone, status, error_code, carrier, country,
-       coalesce(sent_at, first_seen_at) AS sent_at
+       sent_or_seen_at AS sent_at
 FROM message_facts
 WHERE ($sid_prefix IS NULL OR starts_with(message_sid, $sid_prefix))
   AND ($code IS NULL OR error_code = $code)
   AND ($carrier IS NULL OR coalesce(carrier, 'unknown') = $carrier)
   AND ($country IS NULL OR coalesce(country, 'unknown') = $country)
   AND ($sender IS NULL OR coalesce(from_number, messaging_service_sid) = $sender)
-ORDER BY coalesce(sent_at, first_seen_at) DESC LIMIT $limit;
+ORDER BY sent_or_seen_at DESC LIMIT $limit;
 
 -- name: data_as_of
 SELECT updated_at FROM rollup_cursor WHERE id = 1;

@@ -4,4 +4,7 @@
 DELETE FROM messages
 WHERE first_seen_at >= $first_seen_from AND message_sid IN (SELECT message_sid FROM merged);
 
-INSERT INTO messages BY NAME SELECT * FROM merged
+INSERT INTO messages BY NAME
+SELECT m.*, d.country, d.carrier, d.line_type,
+       coalesce(m.sent_at, m.first_seen_at) AS sent_or_seen_at
+FROM merged m LEFT JOIN batch_dims d ON d.phone = m.to_number

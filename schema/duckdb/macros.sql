@@ -8,12 +8,18 @@
 CREATE OR REPLACE TEMP MACRO verdict_rank(verdict) AS
     CASE verdict WHEN 'remove' THEN 0 WHEN 'unreachable' THEN 1 WHEN 'blocked' THEN 2 ELSE 3 END;
 
+-- A time floored to a whole number of microseconds since the epoch in UTC (a day, an hour):
+-- date_trunc and date_part on TIMESTAMPTZ go through ICU's calendar, 4-5x slower per row than
+-- this arithmetic, and a chart reads every message.
+CREATE OR REPLACE TEMP MACRO utc_floor(ts, unit_us) AS
+    make_timestamptz(epoch_us(ts) // unit_us * unit_us);
+
 -- message_facts under the dashboard's filters (analytics.queries.Filters); a NULL filter
 -- selects everything.
 CREATE OR REPLACE TEMP MACRO facts_in(f_start, f_end, f_sender, f_category, f_country) AS TABLE
     SELECT * FROM message_facts
-    WHERE (f_start IS NULL OR coalesce(sent_at, first_seen_at) >= f_start)
-      AND (f_end IS NULL OR coalesce(sent_at, first_seen_at) < f_end)
+    WHERE (f_start IS NULL OR sent_or_seen_at >= f_start)
+      AND (f_end IS NULL OR sent_or_seen_at < f_end)
       AND (f_sender IS NULL OR coalesce(from_number, messaging_service_sid) = f_sender)
       AND (f_category IS NULL OR category = f_category)
       AND (f_country IS NULL OR country = f_country);
@@ -24,9 +30,9 @@ CREATE OR REPLACE TEMP MACRO facts_by(f_start, f_end, f_sender, f_category, f_co
     SELECT * REPLACE (coalesce(carrier, 'unknown') AS carrier,
                       coalesce(country, 'unknown') AS country,
                       coalesce(category, 'unknown') AS category),
-           date_trunc('day', coalesce(sent_at, first_seen_at)) AS "day",
-           date_trunc('hour', coalesce(sent_at, first_seen_at)) AS hourly,
-           date_part('hour', coalesce(sent_at, first_seen_at)) AS "hour",
+           utc_floor(sent_or_seen_at, 86400000000) AS "day",
+           utc_floor(sent_or_seen_at, 3600000000) AS hourly,
+           epoch_us(sent_or_seen_at) // 3600000000 % 24 AS "hour",
            coalesce(from_number, messaging_service_sid, 'unknown') AS sender,
            'all' AS scope
     FROM facts_in(f_start, f_end, f_sender, f_category, f_country);

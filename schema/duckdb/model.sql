@@ -86,8 +86,23 @@ CREATE TABLE IF NOT EXISTS messages (
     delivered_at           TIMESTAMPTZ,
     failed_at              TIMESTAMPTZ,        -- first undelivered or failed
     read_at                TIMESTAMPTZ,
-    updated_at             TIMESTAMPTZ
+    updated_at             TIMESTAMPTZ,
+    -- The number's, as `numbers` has them (analytics/sql/apply_messages.sql; rewritten when a
+    -- Lookup answer lands, apply_lookups.sql): the dashboard's charts group and filter by
+    -- them, and a join with `numbers` per query cost 15x the scan of `messages`.
+    country                VARCHAR,
+    carrier                VARCHAR,
+    line_type              VARCHAR,
+    -- coalesce(sent_at, first_seen_at), the time every analysis files a message under: a
+    -- column of its own, so that a filter on it skips the files outside the range (their
+    -- min/max), and the cost of a chart or a detector follows its range, not the history.
+    sent_or_seen_at        TIMESTAMPTZ
 );
+-- Models written before these columns get them (filled by analytics.model.open_model).
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS country VARCHAR;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS carrier VARCHAR;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS line_type VARCHAR;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS sent_or_seen_at TIMESTAMPTZ;
 
 -- Twilio's final price per message (message.priced; the latest wins), apart from the
 -- estimate analytics/cost.py makes from the price table until it arrives.
@@ -184,14 +199,14 @@ CREATE OR REPLACE VIEW message_facts AS
     SELECT m.*,
            e.class AS error_class,
            e.meaning AS error_meaning,
-           n.carrier, n.line_type, n.country,
-           epoch(m.delivered_at - m.sent_at) AS latency_s
+           -- Not epoch(delivered_at - sent_at): ICU's calendar subtraction of two
+           -- TIMESTAMPTZ costs 20x this, and every chart of latency reads every message.
+           (epoch_us(m.delivered_at) - epoch_us(m.sent_at)) / 1e6 AS latency_s
     FROM messages m
-    LEFT JOIN error_codes e ON e.code = m.error_code
-    LEFT JOIN numbers n ON n.phone = m.to_number;
+    LEFT JOIN error_codes e ON e.code = m.error_code;
 
 CREATE OR REPLACE VIEW daily AS
-    SELECT date_trunc('day', coalesce(sent_at, first_seen_at)) AS day,
+    SELECT date_trunc('day', sent_or_seen_at) AS day,
            category, country, carrier, coalesce(from_number, messaging_service_sid) AS sender,
            count(*) AS messages,
            count(*) FILTER (WHERE status IN ('delivered', 'read', 'partially_delivered'))

@@ -13,3 +13,13 @@ CREATE OR REPLACE TEMP MACRO status_key(s, code) AS
                 WHEN 'canceled' THEN 60 WHEN 'undelivered' THEN 61 WHEN 'failed' THEN 62
                 WHEN 'delivered' THEN 70 WHEN 'read' THEN 80 ELSE 35 END)::BIGINT * 1000000
         + coalesce(code, 0) END;
+
+-- What is known of each number, as `numbers` and `messages` carry it: Lookup's answer first,
+-- else what the number itself tells (analytics/phones.py).
+CREATE OR REPLACE TEMP MACRO number_dims() AS TABLE
+    SELECT phone, country,
+           coalesce(lookup_carrier, carrier_hint) AS carrier,
+           CASE WHEN lookup_carrier IS NOT NULL THEN 'lookup'
+                WHEN carrier_hint IS NOT NULL THEN 'hint' END AS carrier_source,
+           coalesce(lookup_type, type_hint) AS line_type
+    FROM number_info;

@@ -1,6 +1,7 @@
 """Event histories for the differential tests, and the way they reach the store: through the
 real ingester (signed classic webhooks and Event Streams batches, sends reported on
-``/v1/events/sent`` with the bearer key), never written to the table directly.
+``/v1/events/sent`` with the bearer key), never written to the table directly; Lookup answers
+as the enrichment job appends them.
 
 A history is a list of actions posted in the order given (hypothesis shuffles them: a status
 may arrive before its send is reported, a `sent` after the `delivered`, duplicates by either
@@ -16,9 +17,12 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 from aiohttp.test_utils import TestClient
 from hypothesis import strategies as st
 
+from schema import store
+from schema.events import number_looked_up
 from tests.conftest import PUBLIC_URL, sign
 
 ACCOUNT = "AC" + "5" * 32
@@ -41,7 +45,7 @@ def base_time() -> datetime:
 
 @dataclasses.dataclass(frozen=True)
 class Action:
-    kind: str                     # send | status | inbound
+    kind: str                     # send | status | inbound | lookup
     channel: str                  # api | classic | stream
     sid: str
     phone: str
@@ -51,6 +55,7 @@ class Action:
     sender: str = SENDERS[0]
     category: str = "otp"
     body: str = ""
+    carrier: str | None = None    # a Lookup answer's carrier_name
 
 
 def sid(n: int) -> str:
@@ -102,6 +107,18 @@ def inbound(draw: st.DrawFn, n: int, t0: datetime) -> Action:
                   body=draw(st.sampled_from(KEYWORDS)))
 
 
+@st.composite
+def lookups(draw: st.DrawFn, t0: datetime) -> list[Action]:
+    """Lookup v2 answers (the enrichment job's events, one per number ever), for some of the
+    numbers, posted anywhere among the messages: those sent before must take the answer too.
+    A carrier of None (Twilio knew none) leaves the number's hint."""
+    phones = draw(st.lists(st.sampled_from(PHONES), unique=True, max_size=3))
+    return [Action("lookup", "api", "", phone, t0, status=draw(st.sampled_from(
+                       ["mobile", "landline", "nonFixedVoip"])),
+                   carrier=draw(st.sampled_from(["Carrier A", "Carrier B", None])))
+            for phone in phones]
+
+
 # Hygiene cases planted on their own number, each with its near misses.
 PLANTED = {
     "unreachable": [(0, "undelivered", 30003), (1, "undelivered", 30003),
@@ -133,19 +150,30 @@ def histories(draw: st.DrawFn) -> list[Action]:
                     for a in msg]
     for n in range(draw(st.integers(0, 4))):
         actions.append(draw(inbound(n, t0)))
+    actions += draw(lookups(t0))
     return draw(st.permutations(actions))
 
 
 class Poster:
     """Posts actions to the real ingester app, signed as Twilio signs."""
 
-    def __init__(self, client: TestClient[Any, Any]) -> None:
+    def __init__(self, client: TestClient[Any, Any], database_url: str) -> None:
         self.client = client
+        self.database_url = database_url
         self.n = 0
 
     async def post(self, a: Action) -> None:
         self.n += 1
-        if a.kind == "send":
+        if a.kind == "lookup":
+            # Appended as the enrichment job appends Twilio's answer (analytics/enrich.py).
+            pg = await asyncpg.connect(self.database_url)
+            try:
+                await store.append(pg, [number_looked_up(
+                    phone=a.phone, carrier_name=a.carrier, line_type=a.status,
+                    mobile_country_code=None, mobile_network_code=None, error_code=None)])
+            finally:
+                await pg.close()
+        elif a.kind == "send":
             item = {"sid": a.sid, "to": a.phone, "from": a.sender, "category": a.category,
                     "sent_at": a.at.isoformat().replace("+00:00", "Z"), "tags": ["oracle"]}
             await self._expect_2xx(self.client.post(
