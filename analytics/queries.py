@@ -108,6 +108,22 @@ def otp_latency(con: duckdb.DuckDBPyConnection, by: str | None = None,
     return frame
 
 
+def otp_latency_page(con: duckdb.DuckDBPyConnection, f: Filters = Filters(),
+                     ) -> dict[str, pd.DataFrame]:
+    """``otp_latency`` for all OTPs (``"scope"``), by ``"carrier"``, ``"country"`` and
+    ``"hour"``, as the OTP page shows them, from one pass over the messages: each frame as
+    ``otp_latency(con, dim, f)`` returns it."""
+    frame = _df(con, "otp_latency_sets", f.params())
+    out = {}
+    for dim in ("scope", "carrier", "country", "hour"):
+        part = frame[frame["dim"] == dim].drop(columns="dim").rename(columns={"key": dim})
+        if dim == "hour":
+            part[dim] = part[dim].astype("int64")
+        part["slow"] = part["p50_s"] > OTP_SLOW_MEDIAN_S
+        out[dim] = part.reset_index(drop=True)
+    return out
+
+
 def otp_latencies(con: duckdb.DuckDBPyConnection, f: Filters = Filters(),
                   limit: int = 50_000) -> pd.DataFrame:
     """Individual OTP latencies (for a histogram), newest first."""
@@ -137,9 +153,18 @@ def opt_outs(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataF
 
 
 def flagged_numbers(con: duckdb.DuckDBPyConnection, verdicts: list[str] | None = None,
-                    country: str | None = None) -> pd.DataFrame:
+                    country: str | None = None, limit: int | None = None) -> pd.DataFrame:
+    """The numbers the hygiene rules flag, removals first, newest failure first; the first
+    ``limit`` of them, or all."""
     return _df(con, "flagged_numbers",
-               {"verdicts": verdicts or None, "country": country or None})
+               {"verdicts": verdicts or None, "country": country or None, "limit": limit})
+
+
+def flagged_counts(con: duckdb.DuckDBPyConnection, country: str | None = None,
+                   ) -> dict[str, int]:
+    """How many numbers each verdict but ok holds."""
+    return {verdict: int(n) for verdict, n in prepare(con).execute(
+        sql("flagged_counts"), {"country": country or None}).fetchall()}
 
 
 def refused_sends(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:

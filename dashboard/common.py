@@ -97,6 +97,13 @@ def mask_frame(frame: pd.DataFrame, column: str = "phone") -> pd.DataFrame:
     return frame
 
 
+def hygiene_csv(path: str, country: str | None, verdicts: tuple[str, ...]) -> bytes:
+    """Every flagged number of the verdicts chosen, masked as the pages show them (the
+    Unreachable page's download: made when it is clicked, not on every run of the page)."""
+    frame = mask_frame(queries.flagged_numbers(connection(path), list(verdicts), country))
+    return str(frame.to_csv(index=False)).encode()
+
+
 def sidebar(path: str) -> Filters:
     """Data-as-of, and the filters every page applies."""
     con = connection(path)

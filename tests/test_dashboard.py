@@ -199,6 +199,38 @@ def test_unreachable_page_masks_and_counts(app: AppTest, truth: Truth) -> None:
     assert len(app.dataframe[0].value) == expected["unreachable"]
 
 
+def test_hygiene_download_lists_every_flagged_number_masked(app: AppTest, truth: Truth,
+                                                            snapshot_dir: Path) -> None:
+    """The Unreachable page's CSV (made on click, not on each run): every flagged number of
+    the verdicts chosen, masked, in the page's order; the page's table is the head of it."""
+    import csv
+    import io
+
+    from analytics import queries
+    from dashboard.common import hygiene_csv
+
+    goto(app, "unreachable")
+    path = app.session_state["snapshot"]
+    flagged = {p: r["verdict"] for p, r in truth.hygiene.items() if r["verdict"] != "ok"}
+    rows = list(csv.DictReader(io.StringIO(hygiene_csv(path, None, ("remove", "unreachable",
+                                                                    "blocked", "opted_out"))
+                                           .decode())))
+    assert sorted(r["phone"] for r in rows) == sorted("•••" + p[-4:] for p in flagged)
+    assert [r["phone"] for r in rows][:len(app.dataframe[0].value)] == \
+        list(app.dataframe[0].value["phone"])
+    only = list(csv.DictReader(io.StringIO(hygiene_csv(path, None, ("unreachable",)).decode())))
+    assert {r["verdict"] for r in only} == {"unreachable"}
+    con = open_snapshot(snapshot_dir)
+    try:
+        full = queries.flagged_numbers(con)
+        assert queries.flagged_numbers(con, limit=2)["phone"].tolist() == \
+            full["phone"].head(2).tolist()
+        assert queries.flagged_counts(con) == {
+            v: sum(1 for x in flagged.values() if x == v) for v in set(flagged.values())}
+    finally:
+        con.close()
+
+
 def test_unmasked_when_configured(snapshot_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SMSLEDGER_DATA_DIR", str(snapshot_dir))
     monkeypatch.setenv("SMSLEDGER_SHOW_NUMBERS", "1")

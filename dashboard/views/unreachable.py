@@ -2,51 +2,61 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pandas as pd
 import streamlit as st
 
 from dashboard import labels
-from dashboard.common import cached, explore, mask_frame, page_context, selected_row, settings
+from dashboard.common import (
+    cached,
+    explore,
+    hygiene_csv,
+    mask_frame,
+    page_context,
+    selected_row,
+    settings,
+)
+
+SHOWN_ROWS = 5000
 
 
 @st.cache_data(ttl=300, max_entries=20, show_spinner=False)
 def prepared(path: str, country: str | None, show: bool, verdicts: tuple[str, ...],
-             ) -> tuple[pd.DataFrame, pd.Series, bytes]:
-    """The masked table, the numbers behind its rows, and its CSV, once per snapshot and
-    choice (masking and CSV-writing tens of thousands of rows on every rerun was most of this
-    page's time)."""
-    frame = cached(path, "flagged_numbers", list(verdicts), country)
+             ) -> tuple[pd.DataFrame, pd.Series]:
+    """The first SHOWN_ROWS flagged numbers, masked and labelled, and the numbers behind
+    the rows, once per snapshot and choice (a list runs to hundreds of thousands: the page
+    reads and shows the first ones only)."""
+    frame = cached(path, "flagged_numbers", list(verdicts), country, SHOWN_ROWS)
     phones = frame["phone"]
     frame = mask_frame(frame)
-    csv = frame.to_csv(index=False).encode()
     frame["verdict"] = frame["verdict"].map(lambda v: labels.label(labels.VERDICTS, v))
     frame["country"] = frame["country"].map(labels.country)
-    return frame, phones, csv
+    return frame, phones
 
-SHOWN_ROWS = 5000
+
 
 path, filters = page_context()
 st.header("Unreachable numbers")
 st.caption("Numbers to stop texting, by the list-hygiene rules: remove (does not exist, "
            "landline, invalid), unreachable (30003 again and again over days with no delivery "
            "in between), blocked, opted out.")
-all_flagged: pd.DataFrame = cached(path, "flagged_numbers", None, filters.country)
-if all_flagged.empty:
+counts: dict[str, int] = cached(path, "flagged_counts", filters.country)
+if not counts:
     st.success("No flagged numbers in this snapshot.")
     st.stop()
-verdicts = sorted(all_flagged["verdict"].unique())
+verdicts = sorted(counts)
 picked = st.multiselect("Verdict", verdicts, default=verdicts, key="verdicts")
-counts = all_flagged["verdict"].value_counts()
 cols = st.columns(len(verdicts))
 for col, verdict in zip(cols, verdicts, strict=True):
-    col.metric(labels.label(labels.VERDICTS, verdict), int(counts.get(verdict, 0)))
-shown, phones, csv_bytes = prepared(path, filters.country, settings().show_numbers,
-                                    tuple(picked))
-if len(shown) > SHOWN_ROWS:
-    st.caption(f"Showing the first {SHOWN_ROWS:,} of {len(shown):,} (removals first, newest "
+    col.metric(labels.label(labels.VERDICTS, verdict), counts[verdict])
+shown, phones = prepared(path, filters.country, settings().show_numbers, tuple(picked))
+total = sum(counts.get(v, 0) for v in picked)
+if total > len(shown):
+    st.caption(f"Showing the first {len(shown):,} of {total:,} (removals first, newest "
                "failures first); the CSV download has them all.")
 st.caption("Click a row for the number's whole history.")
-event = st.dataframe(shown.head(SHOWN_ROWS), hide_index=True, width="stretch",
+event = st.dataframe(shown, hide_index=True, width="stretch",
                      on_select="rerun", selection_mode="single-row", key="unreachable_table",
                      column_config={
     "phone": "Number", "verdict": "Verdict", "error_codes": "Codes",
@@ -64,7 +74,8 @@ event = st.dataframe(shown.head(SHOWN_ROWS), hide_index=True, width="stretch",
 row = selected_row(event)
 if row is not None:
     explore(str(phones.iloc[row]))
-st.download_button("Download hygiene CSV", csv_bytes,
+st.download_button("Download hygiene CSV",
+                   partial(hygiene_csv, path, filters.country, tuple(picked)),
                    file_name="hygiene.csv", mime="text/csv")
 if not settings().show_numbers:
     st.caption("Numbers are masked to their last 4 digits (set SMSLEDGER_SHOW_NUMBERS=1 to "
