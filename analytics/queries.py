@@ -70,11 +70,19 @@ def _dimension(dim: str) -> str:
 def overview(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> dict[str, Any]:
     row = prepare(con).execute(sql("overview"), f.params()).fetchone()
     assert row is not None
-    sends, delivered, failed, otp_p50, segments, canceled = row
+    sends, delivered, failed, otp_p50, segments, canceled, sent_to_carrier = row
     finished = delivered + failed
     return {"sends": sends, "delivered": delivered, "failed": failed, "canceled": canceled,
             "delivery_rate": delivered / finished if finished else None,
-            "otp_median_s": otp_p50, "segments": segments or 0}
+            "otp_median_s": otp_p50, "segments": segments or 0,
+            "sent_to_carrier": sent_to_carrier}
+
+
+def funnel(o: Mapping[str, Any]) -> pd.DataFrame:
+    """The status funnel of an ``overview``: handed to Twilio, sent to a carrier (a `sent`
+    callback or an outcome), delivered."""
+    return pd.DataFrame({"stage": ["handed to Twilio", "sent to carrier", "delivered"],
+                         "count": [o["sends"], o["sent_to_carrier"], o["delivered"]]})
 
 
 def delivery_by(con: duckdb.DuckDBPyConnection, dim: str, f: Filters = Filters(),
@@ -85,7 +93,7 @@ def delivery_by(con: duckdb.DuckDBPyConnection, dim: str, f: Filters = Filters()
 
 
 def status_funnel(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
-    return _df(con, "status_funnel", f.params())
+    return funnel(overview(con, f))
 
 
 def error_breakdown(con: duckdb.DuckDBPyConnection, f: Filters = Filters()) -> pd.DataFrame:
@@ -239,8 +247,7 @@ def data_as_of(con: duckdb.DuckDBPyConnection) -> datetime | None:
 
 
 def filter_choices(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
-    def values(name: str) -> list[str]:
-        return [r[0] for r in con.execute(sql(name)).fetchall() if r[0] is not None]
-
-    return {"sender": values("senders"), "category": values("categories"),
-            "country": values("countries")}
+    row = con.execute(sql("filter_choices")).fetchone()
+    assert row is not None
+    return {name: [v for v in values or () if v is not None]     # no messages: NULL
+            for name, values in zip(("sender", "category", "country"), row, strict=True)}

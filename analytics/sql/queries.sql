@@ -4,11 +4,14 @@
 -- schema/duckdb/macros.sql, which also define is_delivered, is_failed and verdict_rank.
 
 -- name: overview
+-- The headline figures and the status funnel's stages (analytics.queries.status_funnel).
 SELECT count(*), count(*) FILTER (WHERE is_delivered(status)),
        count(*) FILTER (WHERE is_failed(status)),
        median(latency_s) FILTER (WHERE category = 'otp'),
        sum(segments) FILTER (WHERE status IS DISTINCT FROM 'canceled'),
-       count(*) FILTER (WHERE status = 'canceled')
+       count(*) FILTER (WHERE status = 'canceled'),
+       count(*) FILTER (WHERE first_sent_at IS NOT NULL OR delivered_at IS NOT NULL
+                              OR failed_at IS NOT NULL)
 FROM facts_in($start, $end, $sender, $category, $country);
 
 -- name: delivery_by
@@ -21,15 +24,6 @@ SELECT COLUMNS(lambda c: c = $dim), count(*) AS messages,
 FROM facts_by($start, $end, $sender, $category, $country)
 GROUP BY ALL
 ORDER BY CASE WHEN $dim IN ('day', 'hourly', 'hour') THEN 0 ELSE messages END DESC, 1;
-
--- name: status_funnel
-WITH f AS (SELECT * FROM facts_in($start, $end, $sender, $category, $country))
-SELECT stage, count FROM (
-    SELECT 1 AS o, 'handed to Twilio' AS stage, count(*) AS count FROM f
-    UNION ALL SELECT 2, 'sent to carrier', count(*) FROM f
-        WHERE first_sent_at IS NOT NULL OR delivered_at IS NOT NULL OR failed_at IS NOT NULL
-    UNION ALL SELECT 3, 'delivered', count(*) FROM f WHERE is_delivered(status)
-) ORDER BY o;
 
 -- name: error_breakdown
 SELECT error_code, any_value(error_meaning) AS meaning,
@@ -187,15 +181,13 @@ ORDER BY sent_or_seen_at DESC LIMIT $limit;
 -- name: data_as_of
 SELECT updated_at FROM rollup_cursor WHERE id = 1;
 
--- name: senders
-SELECT DISTINCT coalesce(from_number, messaging_service_sid) FROM messages ORDER BY 1;
-
--- name: categories
-SELECT DISTINCT category FROM messages ORDER BY 1;
-
--- name: countries
--- The countries messages went to (carried on `messages`: numbers run to millions).
-SELECT DISTINCT country FROM messages ORDER BY 1;
+-- name: filter_choices
+-- The senders, categories and countries of the messages (one pass; countries are carried on
+-- `messages`: the numbers run to millions).
+SELECT list(DISTINCT coalesce(from_number, messaging_service_sid)
+            ORDER BY coalesce(from_number, messaging_service_sid)),
+       list(DISTINCT category ORDER BY category), list(DISTINCT country ORDER BY country)
+FROM messages;
 
 -- name: numbers_to_look_up
 SELECT phone FROM number_info WHERE looked_up_at IS NULL AND phone LIKE '+%'

@@ -7,6 +7,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from analytics import queries
 from dashboard import labels
 from dashboard.common import cached, empty_state, page_context
 
@@ -78,7 +79,7 @@ st.altair_chart(alt.Chart(long).mark_bar().encode(
 left, right = st.columns(2)
 with left:
     st.subheader("Status funnel")
-    funnel: pd.DataFrame = cached(path, "status_funnel", filters)
+    funnel = queries.funnel(o)
     first = int(funnel["count"].iloc[0]) if len(funnel) else 0
     funnel = funnel.assign(share=funnel["count"] / first if first else 0.0)
     funnel["label"] = [f"{int(c):,} ({labels.percent(s)})"
