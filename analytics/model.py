@@ -45,22 +45,29 @@ def open_model(lake: Lake) -> duckdb.DuckDBPyConnection:
     # Bounded memory whatever the backlog: DuckDB spills to disk past this.
     con = lakes.connect(lake, read_only=False, memory_limit="512MB")
     try:
-        digest = hashlib.sha256((ddl() + repr(error_catalogue())).encode()).hexdigest()
+        # The writer's macros too: number_dims() decides what messages carry of their number.
+        digest = hashlib.sha256((ddl() + macros() + repr(error_catalogue())).encode()
+                                ).hexdigest()
         exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = ? "
                              "AND table_name = 'model_version'", [lakes.ALIAS]).fetchone()
         if not exists or not exists[0] or con.execute(
                 "SELECT ddl_sha256 FROM model_version").fetchall() != [(digest,)]:
-            older = _lacks_message_columns(con)
+            columns = _message_columns(con)
             con.execute("BEGIN")
             con.execute("CREATE TABLE IF NOT EXISTS model_version (ddl_sha256 VARCHAR NOT NULL)")
             con.execute(ddl())
             con.execute(macros())   # after the tables they read
-            if older:
-                # A model written before messages carried their number's country, carrier
-                # and line type and their time: its messages get them once, here.
+            if columns:
+                # A model written by an earlier version (before messages carried their
+                # number's country, carrier and line type, or under another number_dims()):
+                # its messages take them again, once, here.
                 con.execute("UPDATE messages SET country = d.country, carrier = d.carrier, "
                             "line_type = d.line_type FROM number_dims() d "
-                            "WHERE messages.to_number = d.phone")
+                            "WHERE messages.to_number = d.phone "
+                            "AND (messages.country IS DISTINCT FROM d.country "
+                            "OR messages.carrier IS DISTINCT FROM d.carrier "
+                            "OR messages.line_type IS DISTINCT FROM d.line_type)")
+            if columns and "sent_or_seen_at" not in columns:
                 con.execute("UPDATE messages "
                             "SET sent_or_seen_at = coalesce(sent_at, first_seen_at)")
             con.execute("DELETE FROM error_codes")
@@ -76,13 +83,11 @@ def open_model(lake: Lake) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _lacks_message_columns(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether ``messages`` exists without the columns it gained with the dashboard's speed-up
-    (country, carrier, line_type, sent_or_seen_at)."""
-    columns = {r[0] for r in con.execute(
+def _message_columns(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """The columns of ``messages`` as the model stands (none: a new model)."""
+    return {r[0] for r in con.execute(
         "SELECT column_name FROM duckdb_columns() WHERE database_name = ? "
         "AND table_name = 'messages'", [lakes.ALIAS]).fetchall()}
-    return bool(columns) and not {"carrier", "sent_or_seen_at"} <= columns
 
 
 def read_cursor(con: duckdb.DuckDBPyConnection) -> tuple[Cursor, int]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from datetime import datetime
+from datetime import UTC, datetime
 
 import asyncpg
 import pyarrow as pa
@@ -30,6 +30,7 @@ COLUMNS: dict[str, pa.DataType] = {
 
 
 LOOKUP_MAX_SIDS = 5_000   # a tick's messages; see fetch_batch
+NEVER = datetime(9999, 1, 1, tzinfo=UTC)   # later than any event: no file is read
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +41,9 @@ class Batch:
     # touches was first seen before it, so the model looks for their rows only in the files
     # written since (DuckLake skips the others by their min/max). None: unknown, look at all.
     first_seen_from: datetime | None = None
+    # The same for the messages to the numbers the batch's Lookup answers are about (their
+    # rows take the answer's carrier): NEVER when they have none. None: unknown, look at all.
+    looked_up_from: datetime | None = None
 
     def __len__(self) -> int:
         return int(self.table.num_rows)
@@ -76,4 +80,15 @@ async def fetch_batch(conn: asyncpg.Connection, cursor: Cursor, limit: int) -> B
         first = await conn.fetchval(
             "SELECT min(occurred_at) FROM events WHERE message_sid = ANY($1::text[])",
             sids.to_pylist())
-    return Batch(table, after, first)
+    looked_up = pc.unique(table.filter(pc.equal(table["type"], "number.looked_up"))["phone"]
+                          .drop_null())
+    looked_up_from = None
+    if 0 < len(looked_up) <= LOOKUP_MAX_SIDS:
+        # The numbers' messages by the phone index (events_phone_type), then their earliest
+        # event by the SID index: the cost follows those numbers' messages, not the history.
+        looked_up_from = await conn.fetchval(
+            "SELECT min(occurred_at) FROM events WHERE message_sid IN ("
+            "  SELECT message_sid FROM events WHERE phone = ANY($1::text[])"
+            "  AND type IN ('message.sent', 'message.status') AND message_sid IS NOT NULL)",
+            looked_up.to_pylist()) or NEVER
+    return Batch(table, after, first, looked_up_from)

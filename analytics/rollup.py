@@ -36,6 +36,9 @@ from analytics.hygiene import HygieneRules
 from analytics.model import read_cursor, write_cursor
 from analytics.reader import Batch, fetch_batch
 
+# What a message carries of its number: country, carrier, line type.
+Dims = tuple[str | None, str | None, str | None]
+
 log = logging.getLogger("smsledger.analytics.rollup")
 
 EVER = datetime(1, 1, 1, tzinfo=UTC)    # a batch that does not bound its messages' age
@@ -69,9 +72,11 @@ class Rollup:
         # transaction, after its rows are written and before the commit.
         self._crash_after = crash_after_batches
         self._applied = 0
-        # Numbers already described, so a batch's new ones are found without scanning
-        # number_info; loaded lazily, extended only after a batch commits.
-        self._known: set[str] | None = None
+        # Numbers already described, with what their messages carry of them (country,
+        # carrier, line type: number_dims()), so that a batch's new numbers and its messages'
+        # columns are found without scanning number_info; loaded lazily, changed only after a
+        # batch commits.
+        self._known: dict[str, Dims] | None = None
         self._state_checked = False
         # Whether pending_changes / dirty_numbers may hold rows (None: not known yet, looked
         # up once per process by ensure_number_state).
@@ -92,13 +97,17 @@ class Rollup:
                 self._run("apply_contacts")
             # Before the messages: they carry their number's country and carrier.
             described = self._describe_new_numbers(batch)
+            con.register("batch_dims", self._batch_dims(batch, described))
             self._run("apply_messages", first_seen)
             if self._count("SELECT 1 FROM merged"):
                 self._run("replace_messages", first_seen)
             if self._has(batch, "message.priced"):
                 self._run("apply_prices", first_seen)
             if self._has(batch, "number.looked_up"):
-                self._run("apply_lookups")
+                self._run("apply_lookups", {"looked_up_from": batch.looked_up_from or EVER})
+                described.update(self._dims(
+                    "SELECT phone, country, carrier, line_type FROM number_dims() "
+                    "WHERE phone IN (SELECT phone FROM batch WHERE type = 'number.looked_up')"))
             if last and not self._pending:
                 self._update_numbers("SELECT phone FROM batch WHERE phone IS NOT NULL "
                                      "UNION SELECT phone FROM changes")
@@ -117,6 +126,26 @@ class Rollup:
             raise
         finally:
             con.unregister("batch")
+            con.unregister("batch_dims")
+
+    def _dims(self, query: str) -> dict[str, Dims]:
+        """phone -> (country, carrier, line type) of ``query``'s rows, the tuples shared (a
+        few distinct ones for millions of numbers)."""
+        shared: dict[Dims, Dims] = {}
+        return {phone: shared.setdefault(dims, dims) for phone, *rest in
+                self.duck.execute(query).fetchall()
+                for dims in [(rest[0], rest[1], rest[2])]}
+
+    def _batch_dims(self, batch: Batch, described: Mapping[str, Dims]) -> pa.Table:
+        """The country, carrier and line type of every number the batch names, as their
+        messages carry them (apply_messages.sql), from what is known before the batch."""
+        assert self._known is not None
+        phones = pc.unique(batch.table["phone"].drop_null()).to_pylist()
+        dims = [described.get(p) or self._known[p] for p in phones]
+        return pa.table({"phone": pa.array(phones, pa.string()),
+                         "country": pa.array([d[0] for d in dims], pa.string()),
+                         "carrier": pa.array([d[1] for d in dims], pa.string()),
+                         "line_type": pa.array([d[2] for d in dims], pa.string())})
 
     @staticmethod
     def _has(batch: Batch, event_type: str) -> bool:
@@ -279,14 +308,16 @@ class Rollup:
                                  or self._count("SELECT 1 FROM dirty_numbers LIMIT 1"))
         self._state_checked = True
 
-    def _describe_new_numbers(self, batch: Batch) -> list[str]:
+    def _describe_new_numbers(self, batch: Batch) -> dict[str, Dims]:
+        """The batch's numbers not described yet, into number_info; returns what their
+        messages carry of them (no Lookup answer yet: the hints)."""
         if self._known is None:
-            self._known = {r[0] for r in self.duck.execute(
-                "SELECT phone FROM number_info").fetchall()}
+            self._known = self._dims(
+                "SELECT phone, country, carrier, line_type FROM number_dims()")
         phones = pc.unique(batch.table["phone"].drop_null()).to_pylist()
         new = [p for p in phones if p not in self._known]
         if not new:
-            return []
+            return {}
         described = [phones_module.describe(p) for p in new]
         table = pa.table({"phone": new, "country": [d[0] for d in described],
                           "carrier_hint": [d[1] for d in described],
@@ -296,7 +327,7 @@ class Rollup:
             self.duck.execute("INSERT INTO number_info BY NAME SELECT * FROM new_numbers")
         finally:
             self.duck.unregister("new_numbers")
-        return new
+        return {p: (d[0], d[1], d[2]) for p, d in zip(new, described, strict=True)}
 
     async def run(self, pg: asyncpg.Connection, stop: asyncio.Event | None = None,
                   ) -> RollupResult:

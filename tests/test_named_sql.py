@@ -57,3 +57,26 @@ def test_macros_and_optional_filters(tmp_path: Path) -> None:
     assert con.execute(count, us).fetchone() == (2,)
     both = queries.Filters(country="US", category="otp").params()
     assert con.execute(count, both).fetchone() == (1,)
+
+
+def test_utc_buckets_equal_date_trunc_before_and_after_1970() -> None:
+    """The dashboard's day and hour buckets (arithmetic on the epoch, schema/duckdb/macros.sql)
+    are date_trunc's and date_part's in UTC, for times before 1970 as well."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("CREATE TABLE message_facts (sent_or_seen_at TIMESTAMPTZ, from_number VARCHAR, "
+                "messaging_service_sid VARCHAR, category VARCHAR, country VARCHAR, "
+                "carrier VARCHAR)")     # what the readers' macros read
+    queries.prepare(con)
+    rows = con.execute("""
+        SELECT count(*) FILTER (WHERE utc_floor(t, 86400000000) <> date_trunc('day', t)
+                                   OR utc_floor(t, 3600000000) <> date_trunc('hour', t)
+                                   OR utc_hour(t) <> date_part('hour', t)),
+               count(*) FILTER (WHERE t < TIMESTAMPTZ '1970-01-01 00:00:00+00')
+        FROM (SELECT TIMESTAMPTZ '1969-12-30 00:00:00+00' + to_microseconds(i * 7777777777)
+                  AS t
+              FROM range(200) r(i)
+              UNION ALL SELECT TIMESTAMPTZ '1969-12-31 23:59:59.999999+00'
+              UNION ALL SELECT TIMESTAMPTZ '1970-01-01 00:00:00+00')""").fetchone()
+    # 23 of the generated times (2.16 h apart from two days before 1970) and 23:59:59.999999
+    assert rows == (0, 24)

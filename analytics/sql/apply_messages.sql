@@ -76,12 +76,9 @@ FROM (SELECT * FROM merged
 LEFT JOIN existing o USING (message_sid)
 WHERE n.to_number IS NOT NULL;
 
--- The numbers' country, carrier and line type, carried on their messages (the rollup has
--- described the batch's new numbers already): one read of number_info for the batch.
-CREATE OR REPLACE TEMP TABLE batch_dims AS
-SELECT phone, country, carrier, line_type FROM number_dims()
-WHERE phone IN (SELECT to_number FROM batch_msgs UNION SELECT to_number FROM merged);
-
+-- `batch_dims`: the country, carrier and line type of each number the batch names, carried on
+-- their messages (analytics.rollup.Rollup keeps them for every number: reading number_info
+-- here would cost a scan of all the numbers every tick).
 INSERT INTO messages BY NAME
 SELECT b.*, d.country, d.carrier, d.line_type,
        coalesce(b.sent_at, b.first_seen_at) AS sent_or_seen_at

@@ -29,7 +29,7 @@ from schema.named_sql import script  # noqa: E402
 FILL = """
 INSERT INTO messages (message_sid, to_number, from_number, category, send_source, status,
                       error_code, segments, sent_at, first_seen_at, first_sent_at,
-                      delivered_at, failed_at)
+                      delivered_at, failed_at, sent_or_seen_at, country, carrier)
 SELECT 'SM' || lpad(printf('%x', i), 32, '0'),
        '+1415' || lpad((i % 50000)::VARCHAR, 7, '0'),
        ['+15005550006', '+15005550007', '+15005550008'][(1 + i % 3)::BIGINT],
@@ -38,7 +38,9 @@ SELECT 'SM' || lpad(printf('%x', i), 32, '0'),
        CASE WHEN i % 20 = 0 THEN 30003 END, 1,
        t, t, t + INTERVAL 1 SECOND,
        CASE WHEN i % 20 <> 0 THEN t + to_seconds(2 + (i % 7)) END,
-       CASE WHEN i % 20 = 0 THEN t + INTERVAL 5 SECOND END
+       CASE WHEN i % 20 = 0 THEN t + INTERVAL 5 SECOND END, t, 'US',
+       -- the carrier of the number, as `numbers` below has it
+       ['Verizon Wireless', 'T-Mobile USA, Inc.', 'AT&T Wireless'][(1 + i % 50000 % 3)::BIGINT]
 FROM (SELECT i, to_timestamp($end) - to_seconds(($count - i) / $rate) AS t
       FROM range($count) r(i));
 INSERT INTO numbers (phone, country, carrier)

@@ -1,9 +1,9 @@
 """bench/dashboard: with a snapshot of 1 M messages (5 M events, built by the real rollup code
 from generated batches; one message every 2.5 s up to now, so 1 M span 29 days and 5 M 145;
-compacted as the worker's scheduled compaction leaves it),
-time each page's queries, with the dashboard's default date range (the last 30 days) and with
-none (the whole history), and its AppTest render (default range), cold (caches cleared) and
-warm. Targets: <= 300 ms of queries and <= 1.5 s render per page.
+compacted as the worker's scheduled compaction leaves it), time each page's queries, with the
+dashboard's default date range (the last 30 days) and with none (the whole history), and its
+AppTest render (default range), cold (caches cleared) and warm. Targets: <= 300 ms of queries
+and <= 1.5 s render per page.
 
 Usage: scripts/bench dashboard [--messages N]
 """
