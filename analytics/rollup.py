@@ -132,9 +132,13 @@ class Rollup:
         """phone -> (country, carrier, line type) of ``query``'s rows, the tuples shared (a
         few distinct ones for millions of numbers)."""
         shared: dict[Dims, Dims] = {}
-        return {phone: shared.setdefault(dims, dims) for phone, *rest in
-                self.duck.execute(query).fetchall()
-                for dims in [(rest[0], rest[1], rest[2])]}
+        out: dict[str, Dims] = {}
+        cursor = self.duck.execute(query)
+        while rows := cursor.fetchmany(100_000):    # in slices: millions of rows at start
+            for phone, country, carrier, line_type in rows:
+                dims = (country, carrier, line_type)
+                out[phone] = shared.setdefault(dims, dims)
+        return out
 
     def _batch_dims(self, batch: Batch, described: Mapping[str, Dims]) -> pa.Table:
         """The country, carrier and line type of every number the batch names, as their

@@ -24,7 +24,11 @@ WITH consent AS (
     GROUP BY phone
 ),
 judged AS (
-    SELECT a.phone, i.country, i.carrier, i.carrier_source, i.line_type,
+    SELECT a.phone, i.country,
+           coalesce(i.lookup_carrier, i.carrier_hint) AS carrier,
+           CASE WHEN i.lookup_carrier IS NOT NULL THEN 'lookup'
+                WHEN i.carrier_hint IS NOT NULL THEN 'hint' END AS carrier_source,
+           coalesce(i.lookup_type, i.type_hint) AS line_type,
            coalesce(s.sends, 0) AS sends, coalesce(s.deliveries, 0) AS deliveries,
            coalesce(s.failures, 0) AS failures,
            coalesce(s.consecutive_failures, 0) AS consecutive_failures,
@@ -36,7 +40,7 @@ judged AS (
            c.keyword, s.permanent_code, s.permanent_failures, s.unreachable_failures,
            len(s.unreachable_days) AS unreachable_days, s.blocked_code
     FROM affected a
-    LEFT JOIN number_dims() i USING (phone)
+    LEFT JOIN number_info i USING (phone)
     LEFT JOIN affected_state s USING (phone)
     LEFT JOIN consent c USING (phone)
 )
