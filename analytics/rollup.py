@@ -96,8 +96,9 @@ class Rollup:
             if self._has_prefix(batch, "contact."):
                 self._run("apply_contacts")
             # Before the messages: they carry their number's country and carrier.
-            described = self._describe_new_numbers(batch)
-            con.register("batch_dims", self._batch_dims(batch, described))
+            phones = pc.unique(batch.table["phone"].drop_null()).to_pylist()
+            described = self._describe_new_numbers(phones)
+            con.register("batch_dims", self._batch_dims(phones, described))
             self._run("apply_messages", first_seen)
             if self._count("SELECT 1 FROM merged"):
                 self._run("replace_messages", first_seen)
@@ -140,11 +141,10 @@ class Rollup:
                 out[phone] = shared.setdefault(dims, dims)
         return out
 
-    def _batch_dims(self, batch: Batch, described: Mapping[str, Dims]) -> pa.Table:
-        """The country, carrier and line type of every number the batch names, as their
-        messages carry them (apply_messages.sql), from what is known before the batch."""
+    def _batch_dims(self, phones: list[str], described: Mapping[str, Dims]) -> pa.Table:
+        """The country, carrier and line type of every number the batch names (``phones``),
+        as their messages carry them (apply_messages.sql), from what is known before it."""
         assert self._known is not None
-        phones = pc.unique(batch.table["phone"].drop_null()).to_pylist()
         dims = [described.get(p) or self._known[p] for p in phones]
         return pa.table({"phone": pa.array(phones, pa.string()),
                          "country": pa.array([d[0] for d in dims], pa.string()),
@@ -312,13 +312,12 @@ class Rollup:
                                  or self._count("SELECT 1 FROM dirty_numbers LIMIT 1"))
         self._state_checked = True
 
-    def _describe_new_numbers(self, batch: Batch) -> dict[str, Dims]:
-        """The batch's numbers not described yet, into number_info; returns what their
-        messages carry of them (no Lookup answer yet: the hints)."""
+    def _describe_new_numbers(self, phones: list[str]) -> dict[str, Dims]:
+        """The batch's numbers (``phones``) not described yet, into number_info; returns what
+        their messages carry of them (no Lookup answer yet: the hints)."""
         if self._known is None:
             self._known = self._dims(
                 "SELECT phone, country, carrier, line_type FROM number_dims()")
-        phones = pc.unique(batch.table["phone"].drop_null()).to_pylist()
         new = [p for p in phones if p not in self._known]
         if not new:
             return {}
