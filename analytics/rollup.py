@@ -60,11 +60,18 @@ class RollupResult:
     recomputed: int = 0     # numbers counted again from all their messages (rare)
 
 
+# Messages per slice when every number is counted again (a changed hygiene rule): at 5 M
+# messages in one piece the count ran out of DuckDB's 512 MB.
+RECOUNT_SLICE = 500_000
+
+
 class Rollup:
     def __init__(self, duck: duckdb.DuckDBPyConnection, rules: HygieneRules, *,
                  batch_size: int = 100_000, crash_after_batches: int = 0,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+                 on_batch: Callable[[int], None] | None = None,
+                 recount_slice: int = RECOUNT_SLICE) -> None:
         self.duck = duck
+        self.recount_slice = recount_slice   # messages per slice of a recount of every number
         self.on_batch = on_batch   # progress: called with each applied batch's event count
         self.rules = rules
         self.batch_size = batch_size
@@ -285,20 +292,7 @@ class Rollup:
                     log.info("counting every number's running figures again from the messages "
                              "(%s)", "the hygiene rules changed" if stored and has_state
                              else "first run of this version on this model")
-                    con.execute("CREATE OR REPLACE TEMP TABLE recompute AS SELECT DISTINCT "
-                                "to_number AS phone FROM messages WHERE to_number IS NOT NULL")
-                    con.execute("CREATE OR REPLACE TEMP TABLE state_out AS "
-                                "SELECT * FROM number_state LIMIT 0")
-                    self._recompute_state()
-                    if has_state:
-                        con.execute("DELETE FROM number_state")
-                    self._store_state()
-                    self._render("SELECT phone FROM numbers UNION SELECT phone FROM recompute "
-                                 "UNION SELECT phone FROM dirty_numbers "
-                                 "UNION SELECT phone FROM pending_changes")
-                    # Their messages are in what was just counted: nothing is left pending.
-                    con.execute("DELETE FROM pending_changes")
-                    con.execute("DELETE FROM dirty_numbers")
+                    self._recount_every_number(bool(has_state))
                     self._pending = False
                 if stored != digest:
                     con.execute("DELETE FROM number_state_version")
@@ -311,6 +305,39 @@ class Rollup:
             self._pending = bool(self._count("SELECT 1 FROM pending_changes LIMIT 1")
                                  or self._count("SELECT 1 FROM dirty_numbers LIMIT 1"))
         self._state_checked = True
+
+    def _recount_every_number(self, has_state: bool) -> None:
+        """Inside ensure_number_state's transaction: every number's running figures counted
+        again from all its messages, and every number rendered again, in slices of the numbers
+        by a hash of the phone (about ``recount_slice`` messages each), so that what is held at
+        once stays within DuckDB's memory limit at any history size (at 5 M messages, one piece
+        ran out of 512 MB). Takes whatever was pending: its messages are in what is counted."""
+        con = self.duck
+        messages = self._count("SELECT 1 FROM messages")
+        slices = max(1, -(-messages // max(1, self.recount_slice)))
+        if has_state:
+            con.execute("DELETE FROM number_state")
+        con.execute("CREATE OR REPLACE TEMP TABLE every_number AS "
+                    "SELECT DISTINCT to_number AS phone FROM messages "
+                    "WHERE to_number IS NOT NULL "
+                    "UNION SELECT phone FROM numbers UNION SELECT phone FROM dirty_numbers "
+                    "UNION SELECT phone FROM pending_changes")
+        started = time.perf_counter()
+        for k in range(slices):
+            con.execute("CREATE OR REPLACE TEMP TABLE recompute AS SELECT phone "
+                        "FROM every_number WHERE hash(phone) % $slices = $k",
+                        {"slices": slices, "k": k})
+            con.execute("CREATE OR REPLACE TEMP TABLE state_out AS "
+                        "SELECT * FROM number_state LIMIT 0")
+            self._recompute_state()
+            self._store_state()
+            self._render("SELECT phone FROM recompute")
+            if slices > 1:
+                log.info("counted slice %d of %d of the numbers (%.0f s)", k + 1, slices,
+                         time.perf_counter() - started)
+        con.execute("DROP TABLE every_number")
+        con.execute("DELETE FROM pending_changes")
+        con.execute("DELETE FROM dirty_numbers")
 
     def _describe_new_numbers(self, phones: list[str]) -> dict[str, Dims]:
         """The batch's numbers (``phones``) not described yet, into number_info; returns what
