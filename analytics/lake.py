@@ -103,14 +103,18 @@ class Lake:
             raise ValueError(f"lake schema must be a lower-case identifier, not {self.schema!r}")
 
 
-def connect(lake: Lake, *, read_only: bool, memory_limit: str = "") -> duckdb.DuckDBPyConnection:
+def connect(lake: Lake, *, read_only: bool, memory_limit: str = "",
+            spill_dir: Path | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the lake attached as ``model`` and in USE: the model's tables
     and views resolve by their plain names. Read-only connections cannot write the lake, even
-    by a statement a caller failed to refuse."""
+    by a statement a caller failed to refuse. ``spill_dir``: where DuckDB writes what does not
+    fit in ``memory_limit`` (else ``.tmp`` in the working directory)."""
     config: dict[str, str | bool | int | float | list[str]] = {
         "autoinstall_known_extensions": False, "autoload_known_extensions": False}
     if memory_limit:
         config["memory_limit"] = memory_limit
+    if spill_dir is not None:
+        config["temp_directory"] = str(spill_dir)
     con = duckdb.connect(":memory:", config=config)
     try:
         for path in extension_paths():

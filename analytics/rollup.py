@@ -36,8 +36,10 @@ from analytics.hygiene import HygieneRules
 from analytics.model import read_cursor, write_cursor
 from analytics.reader import Batch, fetch_batch
 
-# What a message carries of its number: country, carrier, line type.
-Dims = tuple[str | None, str | None, str | None]
+# What is known of a number, as its messages and its row in `numbers` carry it (number_dims()):
+# country, carrier, where the carrier came from ('lookup' or 'hint'), line type.
+Dims = tuple[str | None, str | None, str | None, str | None]
+UNKNOWN: Dims = (None, None, None, None)
 
 log = logging.getLogger("smsledger.analytics.rollup")
 
@@ -61,8 +63,8 @@ class RollupResult:
 
 
 # Messages per slice when every number is counted again (a changed hygiene rule): at 5 M
-# messages in one piece the count ran out of DuckDB's 512 MB.
-RECOUNT_SLICE = 500_000
+# messages in one piece the count ran out of DuckDB's memory limit.
+RECOUNT_SLICE = 250_000
 
 
 class Rollup:
@@ -84,6 +86,9 @@ class Rollup:
         # columns are found without scanning number_info; loaded lazily, changed only after a
         # batch commits.
         self._known: dict[str, Dims] | None = None
+        # The batch being applied: what it describes anew (new numbers, Lookup answers) until
+        # its commit moves that into _known.
+        self._described: Mapping[str, Dims] = {}
         self._state_checked = False
         # Whether pending_changes / dirty_numbers may hold rows (None: not known yet, looked
         # up once per process by ensure_number_state).
@@ -105,7 +110,8 @@ class Rollup:
             # Before the messages: they carry their number's country and carrier.
             phones = pc.unique(batch.table["phone"].drop_null()).to_pylist()
             described = self._describe_new_numbers(phones)
-            con.register("batch_dims", self._batch_dims(phones, described))
+            self._described = described
+            con.register("batch_dims", self._dims_table(phones))
             self._run("apply_messages", first_seen)
             if self._count("SELECT 1 FROM merged"):
                 self._run("replace_messages", first_seen)
@@ -114,8 +120,9 @@ class Rollup:
             if self._has(batch, "number.looked_up"):
                 self._run("apply_lookups", {"looked_up_from": batch.looked_up_from or EVER})
                 described.update(self._dims(
-                    "SELECT phone, country, carrier, line_type FROM number_dims() "
-                    "WHERE phone IN (SELECT phone FROM batch WHERE type = 'number.looked_up')"))
+                    "SELECT phone, country, carrier, carrier_source, line_type FROM "
+                    "number_dims() WHERE phone IN "
+                    "(SELECT phone FROM batch WHERE type = 'number.looked_up')"))
             if last and not self._pending:
                 self._update_numbers("SELECT phone FROM batch WHERE phone IS NOT NULL "
                                      "UNION SELECT phone FROM changes")
@@ -133,30 +140,40 @@ class Rollup:
             con.execute("ROLLBACK")
             raise
         finally:
+            self._described = {}
             con.unregister("batch")
             con.unregister("batch_dims")
 
     def _dims(self, query: str) -> dict[str, Dims]:
-        """phone -> (country, carrier, line type) of ``query``'s rows, the tuples shared (a
-        few distinct ones for millions of numbers)."""
+        """phone -> Dims of ``query``'s rows, the tuples shared (a few distinct ones for
+        millions of numbers)."""
         shared: dict[Dims, Dims] = {}
         out: dict[str, Dims] = {}
         cursor = self.duck.execute(query)
         while rows := cursor.fetchmany(100_000):    # in slices: millions of rows at start
-            for phone, country, carrier, line_type in rows:
-                dims = (country, carrier, line_type)
+            for phone, country, carrier, source, line_type in rows:
+                dims = (country, carrier, source, line_type)
                 out[phone] = shared.setdefault(dims, dims)
         return out
 
-    def _batch_dims(self, phones: list[str], described: Mapping[str, Dims]) -> pa.Table:
-        """The country, carrier and line type of every number the batch names (``phones``),
-        as their messages carry them (apply_messages.sql), from what is known before it."""
-        assert self._known is not None
-        dims = [described.get(p) or self._known[p] for p in phones]
+    def _known_numbers(self) -> dict[str, Dims]:
+        if self._known is None:
+            self._known = self._dims("SELECT phone, country, carrier, carrier_source, "
+                                     "line_type FROM number_dims()")
+        return self._known
+
+    def _dims_table(self, phones: list[str]) -> pa.Table:
+        """What is known of each of ``phones`` (the batch's numbers for its messages,
+        apply_messages.sql; the numbers to render, render_numbers.sql), from the map and what
+        the batch being applied describes: reading number_info would cost a scan of every
+        number."""
+        known = self._known_numbers()
+        dims = [self._described.get(p) or known.get(p, UNKNOWN) for p in phones]
         return pa.table({"phone": pa.array(phones, pa.string()),
                          "country": pa.array([d[0] for d in dims], pa.string()),
                          "carrier": pa.array([d[1] for d in dims], pa.string()),
-                         "line_type": pa.array([d[2] for d in dims], pa.string())})
+                         "carrier_source": pa.array([d[2] for d in dims], pa.string()),
+                         "line_type": pa.array([d[3] for d in dims], pa.string())})
 
     @staticmethod
     def _has(batch: Batch, event_type: str) -> bool:
@@ -219,6 +236,7 @@ class Rollup:
         numbers ``affected`` selects (a consent fact or a lookup touches a number without a
         message). Returns how many numbers were rendered."""
         con = self.duck
+        con.execute(f"CREATE OR REPLACE TEMP TABLE affected AS {affected}")
         self._run("apply_numbers")
         self._run("number_state")
         con.execute("CREATE OR REPLACE TEMP TABLE state_out AS "
@@ -226,24 +244,28 @@ class Rollup:
         con.execute("INSERT INTO recompute SELECT phone FROM slow")
         self._recompute_state()
         self._store_state()
-        return self._render(affected)
+        return self._render()
 
-    def _render(self, affected: str) -> int:
-        """The rows in ``numbers`` of the numbers ``affected`` selects, from ``state_out`` (the
-        figures just stored) and number_state. Returns how many."""
+    def _render(self) -> int:
+        """The rows in ``numbers`` of the numbers in ``affected``, from ``state_out`` (the
+        figures just stored) and ``state_rows`` (the figures as they were, of every number
+        affected: apply_numbers.sql). Returns how many."""
         con = self.duck
-        con.execute(f"CREATE OR REPLACE TEMP TABLE affected AS {affected}")
         count = self._count("SELECT 1 FROM affected")
         if count:
-            # The figures just computed are at hand; number_state is read only for numbers
-            # touched without a message (a consent fact, a lookup, an inbound message).
+            phones = [row[0] for row in con.execute("SELECT phone FROM affected").fetchall()]
+            con.register("affected_dims", self._dims_table(phones))
+            # The figures just computed, and as they were for numbers touched without a
+            # message (a consent fact, a lookup, an inbound message).
             con.execute("CREATE OR REPLACE TEMP TABLE affected_state AS "
                         "SELECT * FROM state_out")
-            if self._count("SELECT 1 FROM affected ANTI JOIN state_out USING (phone)"):
-                con.execute("INSERT INTO affected_state BY NAME SELECT s.* FROM number_state s "
-                            "SEMI JOIN (SELECT phone FROM affected ANTI JOIN state_out "
-                            "USING (phone)) USING (phone)")
-            self._run("render_numbers")
+            con.execute("INSERT INTO affected_state BY NAME SELECT s.* EXCLUDE (rid) "
+                        "FROM state_rows s SEMI JOIN affected USING (phone) "
+                        "ANTI JOIN state_out USING (phone)")
+            try:
+                self._run("render_numbers")
+            finally:
+                con.unregister("affected_dims")
         return count
 
     def _recompute_state(self) -> None:
@@ -258,18 +280,24 @@ class Rollup:
         self._run("number_state")
         self.duck.execute("INSERT INTO state_out BY NAME SELECT * FROM fresh_state")
 
-    def _store_state(self) -> None:
+    def _store_state(self, *, replace: bool = True) -> None:
+        """``state_out`` into number_state; with ``replace``, their old rows out first, by the
+        row ids apply_numbers.sql read them with (``state_rows``): a DELETE by phone would
+        read every number's phone again."""
         if self._count("SELECT 1 FROM state_out"):
-            self.duck.execute("DELETE FROM number_state WHERE phone IN "
-                              "(SELECT phone FROM state_out)")
+            if replace:
+                self.duck.execute("DELETE FROM number_state WHERE rowid IN (SELECT rid FROM "
+                                  "state_rows SEMI JOIN state_out USING (phone))")
             self.duck.execute("INSERT INTO number_state BY NAME SELECT * FROM state_out")
 
     def figures_digest(self) -> str:
         """What the running figures depend on besides the log: the hygiene rules (which codes
         count as permanent, unreachable, ...) and the SQL that keeps them."""
+        # Comment lines do not count: a change of wording recounts nothing.
         text = json.dumps(self.rules.sql_params(), sort_keys=True) + "".join(
-            statement for name in ("apply_numbers", "number_state", "recompute_numbers",
-                                   "render_numbers") for statement in statements(name))
+            line for name in ("apply_numbers", "number_state", "recompute_numbers",
+                              "render_numbers") for statement in statements(name)
+            for line in statement.splitlines() if not line.lstrip().startswith("--"))
         return hashlib.sha256(text.encode()).hexdigest()
 
     def ensure_number_state(self) -> None:
@@ -322,6 +350,9 @@ class Rollup:
                     "WHERE to_number IS NOT NULL "
                     "UNION SELECT phone FROM numbers UNION SELECT phone FROM dirty_numbers "
                     "UNION SELECT phone FROM pending_changes")
+        # Every old row is gone: the figures of the numbers without messages are none.
+        con.execute("CREATE OR REPLACE TEMP TABLE state_rows AS "
+                    "SELECT 0::BIGINT AS rid, * FROM number_state LIMIT 0")
         started = time.perf_counter()
         for k in range(slices):
             con.execute("CREATE OR REPLACE TEMP TABLE recompute AS SELECT phone "
@@ -330,8 +361,9 @@ class Rollup:
             con.execute("CREATE OR REPLACE TEMP TABLE state_out AS "
                         "SELECT * FROM number_state LIMIT 0")
             self._recompute_state()
-            self._store_state()
-            self._render("SELECT phone FROM recompute")
+            self._store_state(replace=False)    # every row was deleted above
+            con.execute("CREATE OR REPLACE TEMP TABLE affected AS SELECT phone FROM recompute")
+            self._render()
             if slices > 1:
                 log.info("counted slice %d of %d of the numbers (%.0f s)", k + 1, slices,
                          time.perf_counter() - started)
@@ -342,10 +374,8 @@ class Rollup:
     def _describe_new_numbers(self, phones: list[str]) -> dict[str, Dims]:
         """The batch's numbers (``phones``) not described yet, into number_info; returns what
         their messages carry of them (no Lookup answer yet: the hints)."""
-        if self._known is None:
-            self._known = self._dims(
-                "SELECT phone, country, carrier, line_type FROM number_dims()")
-        new = [p for p in phones if p not in self._known]
+        known = self._known_numbers()
+        new = [p for p in phones if p not in known]
         if not new:
             return {}
         described = [phones_module.describe(p) for p in new]
@@ -357,7 +387,8 @@ class Rollup:
             self.duck.execute("INSERT INTO number_info BY NAME SELECT * FROM new_numbers")
         finally:
             self.duck.unregister("new_numbers")
-        return {p: (d[0], d[1], d[2]) for p, d in zip(new, described, strict=True)}
+        return {p: (d[0], d[1], "hint" if d[1] is not None else None, d[2])
+                for p, d in zip(new, described, strict=True)}
 
     async def run(self, pg: asyncpg.Connection, stop: asyncio.Event | None = None,
                   ) -> RollupResult:

@@ -24,5 +24,14 @@ CREATE OR REPLACE TEMP TABLE contribs AS
 SELECT phone, t, error_code, is_new, d, f FROM classified
 WHERE NOT counted AND phone NOT IN (SELECT phone FROM recompute);
 
+-- The running figures of the numbers the batch changes or touches otherwise (`affected`, the
+-- numbers to render: a consent fact, a lookup, an inbound message), with their row ids: one
+-- read of number_state for all that the end of the batch needs, the new figures replacing the
+-- old by row id (a Parquet file has no index: finding rows by phone reads every number's
+-- phone, and the other columns of every row with it).
+CREATE OR REPLACE TEMP TABLE state_rows AS
+SELECT s.rowid AS rid, s.* FROM number_state s
+SEMI JOIN (SELECT phone FROM classified UNION SELECT phone FROM affected) USING (phone);
+
 CREATE OR REPLACE TEMP TABLE base AS
-SELECT s.* FROM number_state s SEMI JOIN contribs c USING (phone);
+SELECT * EXCLUDE (rid) FROM state_rows SEMI JOIN contribs c USING (phone);

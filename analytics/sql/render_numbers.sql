@@ -1,6 +1,8 @@
 -- Each touched number's row in `numbers` and its hygiene verdict, from its running figures
 -- (`affected_state`: their rows of number_state, kept by number_state.sql), the contact facts
--- and what is known of the number.
+-- and what is known of the number (`affected_dims`: number_dims() of each, from the rollup's
+-- map of every number, analytics/rollup.py; reading number_info here would read every
+-- number's row each tick).
 -- The rules are parameters (the codes and thresholds of analytics/hygiene_rules.toml):
 -- configuration, versioned with the report.
 -- "After the last delivery" is what makes failures consecutive.
@@ -24,11 +26,7 @@ WITH consent AS (
     GROUP BY phone
 ),
 judged AS (
-    SELECT a.phone, i.country,
-           coalesce(i.lookup_carrier, i.carrier_hint) AS carrier,
-           CASE WHEN i.lookup_carrier IS NOT NULL THEN 'lookup'
-                WHEN i.carrier_hint IS NOT NULL THEN 'hint' END AS carrier_source,
-           coalesce(i.lookup_type, i.type_hint) AS line_type,
+    SELECT a.phone, i.country, i.carrier, i.carrier_source, i.line_type,
            coalesce(s.sends, 0) AS sends, coalesce(s.deliveries, 0) AS deliveries,
            coalesce(s.failures, 0) AS failures,
            coalesce(s.consecutive_failures, 0) AS consecutive_failures,
@@ -40,7 +38,7 @@ judged AS (
            c.keyword, s.permanent_code, s.permanent_failures, s.unreachable_failures,
            len(s.unreachable_days) AS unreachable_days, s.blocked_code
     FROM affected a
-    LEFT JOIN number_info i USING (phone)
+    LEFT JOIN affected_dims i USING (phone)
     LEFT JOIN affected_state s USING (phone)
     LEFT JOIN consent c USING (phone)
 )

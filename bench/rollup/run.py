@@ -7,7 +7,7 @@
 
 Targets: rollup >= 0.7x raw COPY-out, 50 k incremental <= 1 s, peak RSS <= 1 GB (at 5 M
 messages: --messages 5000000).
-Usage: scripts/bench rollup [--messages N] [--batch-size N]
+Usage: scripts/bench rollup [--messages N] [--batch-size N] [--reuse]
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -157,15 +156,60 @@ def run_child(url: str, model: Path, batch_size: int) -> dict[str, float]:
     return result
 
 
-async def setup(messages: int, work: Path) -> str:
+async def setup(messages: int, work: Path, reuse: bool) -> tuple[str, bool]:
+    """The bench's database, new; with ``reuse``, the one an earlier run left if it holds
+    this many messages' events and nothing more (True: it does, its log is loaded)."""
+    server = devdb.find_database(ROOT / ".smsledger")
+    url = server.url_for(DB)
+    conn = await asyncpg.connect(server.url)
+    try:
+        if reuse and await conn.fetchval("SELECT true FROM pg_database WHERE datname = $1", DB):
+            bench = await asyncpg.connect(url)
+            try:
+                stored = await bench.fetchval("SELECT count(*) FROM events")
+                await bench.execute("DROP SCHEMA IF EXISTS bench_lake CASCADE")
+            finally:
+                await bench.close()
+            if stored == messages * 5:
+                return url, True
+            print(f"--reuse: {DB} holds {stored:,} events, not {messages * 5:,}: loading anew")
+        await conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{DB}"')
+    finally:
+        await conn.close()
+    await migrate_url(url)
+    return url, False
+
+
+async def last_position(url: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval("SELECT max(position) FROM events"))
+    finally:
+        await conn.close()
+
+
+async def drop_increment(url: str, last: int) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        # The log refuses DELETE (its trigger): the bench's own database, so the trigger
+        # is set aside for this one statement, in one transaction.
+        async with conn.transaction():
+            await conn.execute("ALTER TABLE events DISABLE TRIGGER events_no_update_delete")
+            await conn.execute("DELETE FROM events WHERE position > $1", last)
+            await conn.execute("ALTER TABLE events ENABLE TRIGGER events_no_update_delete")
+        await conn.execute("DROP SCHEMA IF EXISTS bench_lake CASCADE")
+    finally:
+        await conn.close()
+
+
+async def drop_database() -> None:
     server = devdb.find_database(ROOT / ".smsledger")
     conn = await asyncpg.connect(server.url)
-    await conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
-    await conn.execute(f'CREATE DATABASE "{DB}"')
-    await conn.close()
-    url = server.url_for(DB)
-    await migrate_url(url)
-    return url
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
+    finally:
+        await conn.close()
 
 
 def main() -> None:
@@ -176,23 +220,34 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=250_000)
+    parser.add_argument("--reuse", action="store_true",
+                        help=f"keep the log an earlier run loaded into {DB} (the same "
+                             "--messages): loading 5 M messages takes ~20 min; the database is "
+                             "left for the next --reuse, dropped otherwise")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="smsledger-bench-rollup-"))
-    url = asyncio.run(setup(args.messages, work))
+    url, loaded = asyncio.run(setup(args.messages, work, args.reuse))
     csv_path = work / "events.csv"
-    t = time.perf_counter()
-    generate(csv_path, args.messages, 0)
-    gen_s = time.perf_counter() - t
-    load_s = asyncio.run(load(url, csv_path))
+    if not loaded:
+        t = time.perf_counter()
+        generate(csv_path, args.messages, 0)
+        gen_s = time.perf_counter() - t
+        load_s = asyncio.run(load(url, csv_path))
+        print(f"generated {args.messages * 5:,} events ({args.messages:,} messages) in "
+              f"{gen_s:.1f} s; COPY in {load_s:.1f} s ({args.messages * 5 / load_s:,.0f} "
+              "events/s)", flush=True)
     events, copy_s = asyncio.run(raw_copy_out(url))
-    print(f"generated {events:,} events ({args.messages:,} messages) in {gen_s:.1f} s; "
-          f"COPY in {load_s:.1f} s ({events / load_s:,.0f} events/s)", flush=True)
     model = work / "lake"
     full = run_child(url, model, args.batch_size)
     increment = args.messages // 100   # 5 events each: 50 k events per 1 M messages
     generate(csv_path, increment, args.messages)
+    last = asyncio.run(last_position(url))
     asyncio.run(load(url, csv_path))
     inc = run_child(url, model, args.batch_size)
+    if args.reuse:     # the increment out again: the next --reuse finds the log as loaded
+        asyncio.run(drop_increment(url, last))
+    else:
+        asyncio.run(drop_database())
     raw_rate = events / copy_s
     rate = full["events"] / full["seconds"]
     print(f"\nbench/rollup: {events:,} events, batch {args.batch_size:,}, 2 cores")
@@ -205,7 +260,6 @@ def main() -> None:
     print(f"peak RSS of the rollup process:            {full['rss_mb']:>12,.0f} MB "
           "(target <= 1024)")
     shutil.rmtree(work)
-    os.environ.pop("DATABASE_URL", None)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,9 @@ CREATE OR REPLACE TEMP MACRO status_key(s, code) AS
                 WHEN 'delivered' THEN 70 WHEN 'read' THEN 80 ELSE 35 END)::BIGINT * 1000000
         + coalesce(code, 0) END;
 
--- What is known of each number, as `messages` carries it: Lookup's answer first, else what the
--- number itself tells (analytics/phones.py). analytics/sql/render_numbers.sql writes the same
--- for `numbers` inline: that file is part of the numbers' figures digest, and a change there
--- sends every number through a recount.
+-- What is known of each number, as `messages` and `numbers` carry it: Lookup's answer first,
+-- else what the number itself tells (analytics/phones.py). The rollup keeps it in memory for
+-- every number (analytics/rollup.py) and hands render_numbers.sql the touched numbers'.
 CREATE OR REPLACE TEMP MACRO number_dims() AS TABLE
     SELECT phone, country,
            coalesce(lookup_carrier, carrier_hint) AS carrier,
