@@ -51,11 +51,12 @@ def open_model(lake: Lake) -> duckdb.DuckDBPyConnection:
     lakes.make_private_dir(lake.data_path.parent)
     lakes.make_private_dir(lake.data_path)
     # Bounded memory whatever the backlog: DuckDB spills to disk past this, into a private
-    # folder beside the lake's files (what it spills holds phone numbers). 320 MB, not more:
+    # folder beside the lake's files, one per lake (what it spills holds phone numbers; a
+    # rebuild writes a second lake while the first is live). 320 MB, not more:
     # the process holds as much again outside DuckDB's account (Python, Arrow, allocator
     # caches); at 5 M messages a backlog's end peaked at 1.25 GB of RSS with 512 MB, 0.91 GB
     # with 320 MB, in the same time (bench/rollup).
-    spill = lake.data_path.parent / "spill"
+    spill = lake.data_path.parent / f"{lake.data_path.name}.spill"
     lakes.make_private_dir(spill)
     con = lakes.connect(lake, read_only=False, memory_limit=WRITER_MEMORY, spill_dir=spill)
     try:

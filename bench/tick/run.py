@@ -4,7 +4,8 @@ same run: seconds per tick, bytes written per tick (lake files + catalog), and t
 Histories are built with COPY (bench/rollup's generator: 5 events a message) and rolled up
 once; then 1,000 new messages (5,000 events) are appended and one `Rollup.run` is timed.
 Target: the larger history's tick <= 1.3x the smaller's, and <= 1 s at 5 M messages.
-Usage: scripts/bench tick [--messages N] (the small history; the large one is 5 N)
+Usage: scripts/bench tick [--messages N] [--profile]
+(N: the small history; the large one is 5 N. --profile: the timed tick's slowest statements.)
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -37,6 +40,30 @@ _spec.loader.exec_module(rollup_bench)
 TICK_MESSAGES = 1_000   # 5 events each
 
 
+class Profiled:
+    """The rollup's DuckDB connection, timing each statement it runs (--profile)."""
+
+    def __init__(self, con: Any) -> None:
+        self.con = con
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def execute(self, query: str, *args: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return self.con.execute(query, *args)
+        finally:
+            text = " ".join(line for line in query.splitlines()
+                            if not line.lstrip().startswith("--"))
+            self.seconds[" ".join(text.split())[:90]] += time.perf_counter() - started
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.con, name)
+
+    def report(self, top: int = 8) -> None:
+        for text, seconds in sorted(self.seconds.items(), key=lambda kv: -kv[1])[:top]:
+            print(f"  {seconds * 1000:7.0f} ms  {text}")
+
+
 def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -49,7 +76,7 @@ async def catalog_bytes(pg: asyncpg.Connection, schema: str) -> int:
 
 
 async def measure(url: str, work: Path, lake_dir: Path, have: int, want: int,
-                  ) -> tuple[float, int, int]:
+                  profile: bool = False) -> tuple[float, int, int]:
     """Grow the history to ``want`` messages, roll it up, then time one 5,000-event tick."""
     csv_path = work / "events.csv"
     if want > have:
@@ -76,9 +103,15 @@ async def measure(url: str, work: Path, lake_dir: Path, have: int, want: int,
         assert time.monotonic() < deadline, "the horizon never passed the new events"
         await asyncio.sleep(0.2)
     files, catalog = dir_bytes(lake_dir), await catalog_bytes(pg, "bench_tick")
+    profiled = Profiled(duck)
+    if profile:
+        rollup.duck = profiled  # type: ignore[assignment]
     started = time.perf_counter()
     result = await rollup.run(pg)
     seconds = time.perf_counter() - started
+    if profile:
+        print(f"the tick on {want:,} messages ({seconds:.2f} s), slowest statements:")
+        profiled.report()
     written = dir_bytes(lake_dir) - files + max(
         0, await catalog_bytes(pg, "bench_tick") - catalog)
     duck.close()
@@ -91,16 +124,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--profile", action="store_true",
+                        help="print the timed ticks' slowest statements")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="smsledger-bench-tick-"))
     try:
         rollup_bench.DB = "smsledger_bench_tick"   # a database of its own
-        url = asyncio.run(rollup_bench.setup(args.messages, work))
-        small = asyncio.run(measure(url, work, work / "lake", 0, args.messages))
+        url, _ = asyncio.run(rollup_bench.setup(args.messages, work, False))
+        small = asyncio.run(measure(url, work, work / "lake", 0, args.messages, args.profile))
         big = asyncio.run(measure(url, work, work / "lake", args.messages + TICK_MESSAGES,
-                                  5 * args.messages))
+                                  5 * args.messages, args.profile))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        asyncio.run(rollup_bench.drop_database())
     print(f"\nbench/tick: one tick of {small[2]:,} new events, 2 cores")
     for label, (seconds, written, _) in ((f"{args.messages:,} messages", small),
                                          (f"{5 * args.messages:,} messages", big)):
