@@ -36,8 +36,8 @@ def error_catalogue() -> list[tuple[int, str, str, str]]:
 WRITER_MEMORY = "320MB"     # DuckDB's memory limit in the writer; see open_model
 
 
-def _code(sql: str) -> str:
-    """``sql`` without its comment-only lines."""
+def without_comments(sql: str) -> str:
+    """``sql`` without its comment-only lines: what a digest of SQL text should cover."""
     return "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
 
 
@@ -62,8 +62,8 @@ def open_model(lake: Lake) -> duckdb.DuckDBPyConnection:
     try:
         # The writer's macros too: number_dims() decides what messages carry of their number.
         # Comment lines do not count: a change of wording changes nothing stored.
-        digest = hashlib.sha256((_code(ddl() + macros()) + repr(error_catalogue())).encode()
-                                ).hexdigest()
+        digest = hashlib.sha256(
+            (without_comments(ddl() + macros()) + repr(error_catalogue())).encode()).hexdigest()
         exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = ? "
                              "AND table_name = 'model_version'", [lakes.ALIAS]).fetchone()
         if not exists or not exists[0] or con.execute(

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 
 from analytics import phones as phones_module
 from analytics.hygiene import HygieneRules
-from analytics.model import read_cursor, write_cursor
+from analytics.model import read_cursor, without_comments, write_cursor
 from analytics.reader import Batch, fetch_batch
 
 # What is known of a number, as its messages and its row in `numbers` carry it (number_dims()):
@@ -81,10 +81,10 @@ class Rollup:
         # transaction, after its rows are written and before the commit.
         self._crash_after = crash_after_batches
         self._applied = 0
-        # Numbers already described, with what their messages carry of them (country,
-        # carrier, line type: number_dims()), so that a batch's new numbers and its messages'
-        # columns are found without scanning number_info; loaded lazily, changed only after a
-        # batch commits.
+        # Numbers already described, with what their messages and rows carry of them
+        # (country, carrier, its source, line type: number_dims()), so that a batch's new
+        # numbers, its messages' columns and its numbers' rows are found without scanning
+        # number_info; loaded lazily, changed only after a batch commits.
         self._known: dict[str, Dims] | None = None
         # The batch being applied: what it describes anew (new numbers, Lookup answers) until
         # its commit moves that into _known.
@@ -295,9 +295,9 @@ class Rollup:
         count as permanent, unreachable, ...) and the SQL that keeps them."""
         # Comment lines do not count: a change of wording recounts nothing.
         text = json.dumps(self.rules.sql_params(), sort_keys=True) + "".join(
-            line for name in ("apply_numbers", "number_state", "recompute_numbers",
-                              "render_numbers") for statement in statements(name)
-            for line in statement.splitlines() if not line.lstrip().startswith("--"))
+            without_comments(statement) for name in ("apply_numbers", "number_state",
+                                                     "recompute_numbers", "render_numbers")
+            for statement in statements(name))
         return hashlib.sha256(text.encode()).hexdigest()
 
     def ensure_number_state(self) -> None:
@@ -339,7 +339,7 @@ class Rollup:
         again from all its messages, and every number rendered again, in slices of the numbers
         by a hash of the phone (about ``recount_slice`` messages each), so that what is held at
         once stays within DuckDB's memory limit at any history size (at 5 M messages, one piece
-        ran out of 512 MB). Takes whatever was pending: its messages are in what is counted."""
+        ran out of it). Takes whatever was pending: its messages are in what is counted."""
         con = self.duck
         messages = self._count("SELECT 1 FROM messages")
         slices = max(1, -(-messages // max(1, self.recount_slice)))
