@@ -34,12 +34,8 @@ import pyarrow.compute as pc
 from analytics import phones as phones_module
 from analytics.hygiene import HygieneRules
 from analytics.model import read_cursor, without_comments, write_cursor
+from analytics.number_map import UNKNOWN, Dims, NumberMap
 from analytics.reader import Batch, fetch_batch
-
-# What is known of a number, as its messages and its row in `numbers` carry it (number_dims()):
-# country, carrier, where the carrier came from ('lookup' or 'hint'), line type.
-Dims = tuple[str | None, str | None, str | None, str | None]
-UNKNOWN: Dims = (None, None, None, None)
 
 log = logging.getLogger("smsledger.analytics.rollup")
 
@@ -84,8 +80,9 @@ class Rollup:
         # Numbers already described, with what their messages and rows carry of them
         # (country, carrier, its source, line type: number_dims()), so that a batch's new
         # numbers, its messages' columns and its numbers' rows are found without scanning
-        # number_info; loaded lazily, changed only after a batch commits.
-        self._known: dict[str, Dims] | None = None
+        # number_info; loaded lazily, changed only after a batch commits. A compact map:
+        # 12 bytes an E.164 number instead of a dict's ~110.
+        self._known: NumberMap | None = None
         # The batch being applied: what it describes anew (new numbers, Lookup answers) until
         # its commit moves that into _known.
         self._described: Mapping[str, Dims] = {}
@@ -156,10 +153,10 @@ class Rollup:
                 out[phone] = shared.setdefault(dims, dims)
         return out
 
-    def _known_numbers(self) -> dict[str, Dims]:
+    def _known_numbers(self) -> NumberMap:
         if self._known is None:
-            self._known = self._dims("SELECT phone, country, carrier, carrier_source, "
-                                     "line_type FROM number_dims()")
+            self._known = NumberMap.load(self.duck.execute(
+                "SELECT phone, country, carrier, carrier_source, line_type FROM number_dims()"))
         return self._known
 
     def _dims_table(self, phones: list[str]) -> pa.Table:
@@ -167,8 +164,9 @@ class Rollup:
         apply_messages.sql; the numbers to render, render_numbers.sql), from the map and what
         the batch being applied describes: reading number_info would cost a scan of every
         number."""
-        known = self._known_numbers()
-        dims = [self._described.get(p) or known.get(p, UNKNOWN) for p in phones]
+        found = self._known_numbers().get_many(phones)
+        dims = [self._described.get(p) or k or UNKNOWN for p, k in zip(phones, found,
+                                                                       strict=True)]
         return pa.table({"phone": pa.array(phones, pa.string()),
                          "country": pa.array([d[0] for d in dims], pa.string()),
                          "carrier": pa.array([d[1] for d in dims], pa.string()),
@@ -374,8 +372,7 @@ class Rollup:
     def _describe_new_numbers(self, phones: list[str]) -> dict[str, Dims]:
         """The batch's numbers (``phones``) not described yet, into number_info; returns what
         their messages carry of them (no Lookup answer yet: the hints)."""
-        known = self._known_numbers()
-        new = [p for p in phones if p not in known]
+        new = self._known_numbers().missing(phones)
         if not new:
             return {}
         described = [phones_module.describe(p) for p in new]
