@@ -14,7 +14,9 @@ from pathlib import Path
 
 import asyncpg
 import duckdb
+import pytest
 
+from analytics import number_map
 from analytics.hygiene import load_rules
 from analytics.lake import write_pointer, writer_lake
 from analytics.model import open_model, read_cursor
@@ -62,10 +64,23 @@ async def test_out_of_order_and_duplicate_callbacks(db_url: str, db: asyncpg.Con
 
 
 async def test_batching_does_not_change_the_model(db_url: str, db: asyncpg.Connection,
-                                                  tmp_path: Path) -> None:
+                                                  tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     # Each batch is a lake commit (a few catalog round trips): ~20 of them, not 100+.
     await append(db, random_log(1, 150))
+    # The small batches' rollup merges its map of numbers every 5 new ones.
+    monkeypatch.setattr(number_map, "MERGE_AT", 5)
+    merges = []
+    merge = number_map.NumberMap._merge
+
+    def counted(self: number_map.NumberMap) -> None:
+        merges.append(len(self._recent))
+        merge(self)
+
+    monkeypatch.setattr(number_map.NumberMap, "_merge", counted)
     one, r1 = await rollup(db_url, tmp_path / "a.duckdb", batch_size=23)
+    assert len(merges) > 3, merges
+    monkeypatch.setattr(number_map, "MERGE_AT", 50_000)
     many, r2 = await rollup(db_url, tmp_path / "b.duckdb", batch_size=100_000)
     assert r1.events == r2.events == await db.fetchval("SELECT count(*) FROM events")
     assert r1.batches > r2.batches == 1
