@@ -12,6 +12,7 @@ numbers described since the last merge, until there are MERGE_AT of them.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Iterator
 
@@ -29,10 +30,9 @@ UNKNOWN: Dims = (None, None, None, None)
 E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 _E164_PATTERN = r"^\+[1-9][0-9]{1,14}$"
 
+COMBINE_LIMIT = 2**63   # the four columns' codes combine in an int64 below this (load)
 MERGE_AT = 50_000       # numbers described since the last merge before they join the arrays
 
-_SEP = "\x1f"           # between the Dims' fields in the codes' strings (load)
-_NULL = "\x00"          # a null field there
 
 
 class NumberMap:
@@ -65,13 +65,7 @@ class NumberMap:
                 continue
             digits = pc.utf8_slice_codeunits(chosen.column(0), 1)
             keys.append(pc.cast(digits, pa.int64()).to_numpy())
-            joined = pc.binary_join_element_wise(
-                *(pc.fill_null(pc.cast(chosen.column(i), pa.string()), _NULL)
-                  for i in range(1, 5)), _SEP)
-            encoded = pc.dictionary_encode(joined).combine_chunks()
-            table = np.array([self._code(self._parse(text))
-                              for text in encoded.dictionary.to_pylist()], np.uint32)
-            codes.append(table[encoded.indices.to_numpy(zero_copy_only=False)])
+            codes.append(self._codes_of(chosen))
         if keys:
             all_keys = np.concatenate(keys)
             order = np.argsort(all_keys, kind="stable")
@@ -83,10 +77,30 @@ class NumberMap:
                 self._keys, self._codes = self._keys[last], self._codes[last]
         return self
 
-    @staticmethod
-    def _parse(text: str) -> Dims:
-        fields = [None if f == _NULL else f for f in text.split(_SEP)]
-        return (fields[0], fields[1], fields[2], fields[3])
+    def _codes_of(self, rows: pa.Table) -> np.ndarray:
+        """The Dims code of each row (columns 1-4), vectorised: each column dictionary-encoded
+        on its own, the four indexes (null: 0, a value: its index + 1) made one integer in
+        mixed radix, and each distinct integer made a Dims once."""
+        encoded = [pc.dictionary_encode(pc.cast(rows.column(i), pa.string())).combine_chunks()
+                   for i in range(1, 5)]
+        dictionaries = [e.dictionary.to_pylist() for e in encoded]
+        if math.prod(len(values) + 1 for values in dictionaries) >= COMBINE_LIMIT:
+            # More distinct values than an int64 can combine (never seen): row by row.
+            return np.array([self._code(tuple(row.values())[1:])
+                             for row in rows.to_pylist()], np.uint32)
+        combined = np.zeros(rows.num_rows, np.int64)
+        for e, values in zip(encoded, dictionaries, strict=True):
+            index = pc.fill_null(pc.add(e.indices.cast(pa.int64()), 1), 0).to_numpy()
+            combined = combined * (len(values) + 1) + index
+        distinct, inverse = np.unique(combined, return_inverse=True)
+        codes = []
+        for value in distinct.tolist():
+            fields: list[str | None] = []
+            for values in reversed(dictionaries):
+                value, index = divmod(value, len(values) + 1)
+                fields.append(values[index - 1] if index else None)
+            codes.append(self._code((fields[3], fields[2], fields[1], fields[0])))
+        return np.array(codes, np.uint32)[inverse.reshape(-1)]
 
     def _code(self, dims: Dims) -> int:
         code = self._code_of.get(dims)
@@ -126,7 +140,7 @@ class NumberMap:
                 dims = self._other.get(phone)
             if dims is not None:
                 out[i] = dims
-            elif len(self._keys) and E164.fullmatch(phone):
+            elif len(self._keys) and isinstance(phone, str) and E164.fullmatch(phone):
                 wanted.append(i)
                 keys.append(int(phone[1:]))
         if wanted:
@@ -166,9 +180,12 @@ class NumberMap:
         inside = at < len(self._keys)
         known = np.zeros(len(keys), bool)
         known[inside] = self._keys[at[inside]] == keys[inside]
-        self._codes[at[known]] = codes[known]
-        self._keys = np.insert(self._keys, at[~known], keys[~known])
-        self._codes = np.insert(self._codes, at[~known], codes[~known])
+        merged_codes = self._codes.copy()
+        merged_codes[at[known]] = codes[known]
+        # Both arrays built before either is replaced: a failure leaves the map as it was.
+        merged_keys = np.insert(self._keys, at[~known], keys[~known])
+        merged_codes = np.insert(merged_codes, at[~known], codes[~known])
+        self._keys, self._codes = merged_keys, merged_codes
         self._recent = {}
 
     def items(self) -> Iterator[tuple[str, Dims]]:

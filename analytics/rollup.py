@@ -131,8 +131,6 @@ class Rollup:
             if self._crash_after and self._applied >= self._crash_after:
                 os.kill(os.getpid(), signal.SIGKILL)
             con.execute("COMMIT")
-            assert self._known is not None
-            self._known.update(described)
         except BaseException:
             con.execute("ROLLBACK")
             raise
@@ -140,6 +138,12 @@ class Rollup:
             self._described = {}
             con.unregister("batch")
             con.unregister("batch_dims")
+        assert self._known is not None
+        try:
+            self._known.update(described)
+        except BaseException:
+            self._known = None      # what the commit stored is loaded again at the next batch
+            raise
 
     def _dims(self, query: str) -> dict[str, Dims]:
         """phone -> Dims of ``query``'s rows, the tuples shared (a few distinct ones for

@@ -11,7 +11,9 @@ from analytics import number_map
 from analytics.number_map import Dims, NumberMap
 
 DIMS: list[Dims] = [("US", "Verizon", "hint", "mobile"), ("GB", None, None, None),
-                    ("FR", "Orange", "lookup", "landline"), (None, None, None, None)]
+                    ("FR", "Orange", "lookup", "landline"), (None, None, None, None),
+                    # Lookup's carrier is outside text: any character, an empty string.
+                    ("US", "AT&T\x1fMobility", "lookup", "mobile"), ("US", "", "lookup", None)]
 ODD = ["12345", "ACME", "+0123", "+1234567890123456", "", "+44 20 7946 0000", "+"]
 
 
@@ -28,7 +30,11 @@ def _loaded(rows: list[tuple[str, Dims]]) -> NumberMap:
     return NumberMap.load(con.execute("SELECT * FROM t"))
 
 
-def test_a_loaded_map_answers_as_the_dict_it_was_loaded_from() -> None:
+@pytest.mark.parametrize("combined", [True, False], ids=["codes combined", "row by row"])
+def test_a_loaded_map_answers_as_the_dict_it_was_loaded_from(
+        combined: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not combined:    # the path for more distinct values than an int64 combines
+        monkeypatch.setattr(number_map, "COMBINE_LIMIT", 0)
     rng = random.Random(1)
     phones = _phones(rng, 3000)
     oracle = {p: rng.choice(DIMS) for p in phones}
