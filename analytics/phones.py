@@ -59,5 +59,9 @@ def describe(phone: str) -> tuple[str | None, str | None, str | None]:
     region, kind = _by_prefix(code, national[:PREFIX] + "5" * max(0, len(national) - PREFIX))
     if len(regions) == 1 and region is None:
         region = regions[0]
-    hint = carrier.name_for_valid_number(number, "en") or None
+    # name_for_valid_number is a prefix lookup whose contract is a valid number: it names O2
+    # for the Ofcom drama number +447700900123. name_for_number checks the number's validity
+    # and type first (~15 µs: a full parse), so it runs only where the prefix names a carrier.
+    hint = (carrier.name_for_valid_number(number, "en")
+            and carrier.name_for_number(number, "en")) or None
     return region, hint, kind

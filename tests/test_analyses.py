@@ -104,6 +104,8 @@ async def test_worker_enriches_carriers_with_lookup(db_url: str, db: asyncpg.Con
 
 
 def test_fast_number_description_matches_a_full_parse() -> None:
+    import random
+
     import phonenumbers
 
     from analytics import phones
@@ -113,8 +115,15 @@ def test_fast_number_description_matches_a_full_parse() -> None:
         parsed = phonenumbers.parse(number.e164, None)
         country, hint, _ = phones.describe(number.e164)
         assert country == phonenumbers.region_code_for_number(parsed), number.e164
-        assert hint == (phonenumbers.carrier.name_for_number(parsed, "en") or None) or \
-            phonenumbers.number_type(parsed) not in (phonenumbers.PhoneNumberType.MOBILE,)
+        assert hint == (phonenumbers.carrier.name_for_number(parsed, "en") or None), number.e164
+    # Numbers libphonenumber holds invalid get no carrier, though their prefix names one (the
+    # Ofcom drama range 07700 900xxx is O2's prefix): phonenumbers' name_for_number, the oracle.
+    rng = random.Random(5)
+    for e164 in ["+447700900123", *(f"+447700{rng.randint(0, 999999):06d}" for _ in range(300)),
+                 *(f"+33{rng.randint(600000000, 799999999)}" for _ in range(300))]:
+        expected = phonenumbers.carrier.name_for_number(phonenumbers.parse(e164), "en") or None
+        assert phones.describe(e164)[1] == expected, e164
+    assert phones.describe("+447700900123")[1] is None
     assert phones.describe("ACME") == (None, None, None)
     assert phones.describe("+12025550143")[0] == "US"
     assert phones.describe("+1") == (None, None, None)

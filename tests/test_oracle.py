@@ -232,11 +232,6 @@ def test_every_figure_equals_the_oracle(pg_server: devdb.Database, template_db: 
     asyncio.run(run())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "model bug: analytics/phones.py gives a carrier hint (phonenumbers' name_for_valid_number, "
-    "whose contract is a valid number) for numbers libphonenumber holds invalid, e.g. O2 for "
-    "the Ofcom drama number +447700900123; phonenumbers' name_for_number, the oracle's source, "
-    "gives none, so the model's Carriers page lists a carrier for a number with no country"))
 def test_an_invalid_number_gets_no_carrier_hint(pg_server: devdb.Database, template_db: str,
                                                 tmp_path: Path) -> None:
     phone = "+447700900123"
