@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Mapping
 
 import duckdb
 import numpy as np
@@ -27,12 +27,11 @@ UNKNOWN: Dims = (None, None, None, None)
 
 # An E.164 number whose digits are its key: "+" and 2 to 15 digits, the first not 0, so that
 # "+" + str(key) gives the phone back.
-E164 = re.compile(r"\+[1-9][0-9]{1,14}")
-_E164_PATTERN = r"^\+[1-9][0-9]{1,14}$"
+E164 = re.compile(r"\+[1-9][0-9]{1,14}")     # with fullmatch
+_E164_ANCHORED = f"^{E164.pattern}$"         # the same for pyarrow's match_substring_regex
 
 COMBINE_LIMIT = 2**63   # the four columns' codes combine in an int64 below this (load)
 MERGE_AT = 50_000       # numbers described since the last merge before they join the arrays
-
 
 
 class NumberMap:
@@ -55,12 +54,14 @@ class NumberMap:
         codes: list[np.ndarray] = []
         reader = cursor.to_arrow_reader(100_000)
         for batch in reader:
-            phone = batch.column(0)
-            e164 = pc.fill_null(pc.match_substring_regex(phone, _E164_PATTERN), False)
-            for row in pa.Table.from_batches([batch]).filter(pc.invert(e164)).to_pylist():
-                values = list(row.values())
-                self._other[values[0]] = self._shared(tuple(values[1:]))
-            chosen = pa.Table.from_batches([batch]).filter(e164)
+            rows = pa.Table.from_batches([batch])
+            e164 = pc.fill_null(pc.match_substring_regex(rows.column(0), _E164_ANCHORED), False)
+            other = rows.filter(pc.invert(e164))
+            if other.num_rows:
+                self._other.update(zip(other.column(0).to_pylist(),
+                                       (self._dims[c] for c in self._codes_of(other).tolist()),
+                                       strict=True))
+            chosen = rows.filter(e164)
             if not chosen.num_rows:
                 continue
             digits = pc.utf8_slice_codeunits(chosen.column(0), 1)
@@ -158,9 +159,8 @@ class NumberMap:
         """The phones not known, in their order."""
         return [p for p, d in zip(phones, self.get_many(phones), strict=True) if d is None]
 
-    def update(self, described: dict[str, Dims] | Iterable[tuple[str, Dims]]) -> None:
-        items = described.items() if isinstance(described, dict) else described
-        for phone, dims in items:
+    def update(self, described: Mapping[str, Dims]) -> None:
+        for phone, dims in described.items():
             shared = self._shared(dims)
             if E164.fullmatch(phone):
                 self._recent[phone] = shared

@@ -116,10 +116,11 @@ class Rollup:
                 self._run("apply_prices", first_seen)
             if self._has(batch, "number.looked_up"):
                 self._run("apply_lookups", {"looked_up_from": batch.looked_up_from or EVER})
-                described.update(self._dims(
+                # The batch's Lookup answers (the map shares equal tuples when it takes them).
+                described.update((phone, tuple(dims)) for phone, *dims in con.execute(
                     "SELECT phone, country, carrier, carrier_source, line_type FROM "
                     "number_dims() WHERE phone IN "
-                    "(SELECT phone FROM batch WHERE type = 'number.looked_up')"))
+                    "(SELECT phone FROM batch WHERE type = 'number.looked_up')").fetchall())
             if last and not self._pending:
                 self._update_numbers("SELECT phone FROM batch WHERE phone IS NOT NULL "
                                      "UNION SELECT phone FROM changes")
@@ -144,18 +145,6 @@ class Rollup:
         except BaseException:
             self._known = None      # what the commit stored is loaded again at the next batch
             raise
-
-    def _dims(self, query: str) -> dict[str, Dims]:
-        """phone -> Dims of ``query``'s rows, the tuples shared (a few distinct ones for
-        millions of numbers)."""
-        shared: dict[Dims, Dims] = {}
-        out: dict[str, Dims] = {}
-        cursor = self.duck.execute(query)
-        while rows := cursor.fetchmany(100_000):    # in slices: millions of rows at start
-            for phone, country, carrier, source, line_type in rows:
-                dims = (country, carrier, source, line_type)
-                out[phone] = shared.setdefault(dims, dims)
-        return out
 
     def _known_numbers(self) -> NumberMap:
         if self._known is None:
