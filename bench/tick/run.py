@@ -96,7 +96,6 @@ class Measured:
     after_backlog: float            # the first tick after the history's rollup, uncompacted
     ticks: list[float]              # the timed ticks after the worker's compaction
     written: int                    # bytes written by the timed ticks, in all
-    events: int                     # events per tick
 
     @property
     def median(self) -> float:
@@ -152,7 +151,7 @@ async def measure(url: str, work: Path, lake_dir: Path, have: int, want: int,
             profiled.report()
     duck.close()
     await pg.close()
-    return Measured(seconds[0], seconds[1:], written, TICK_MESSAGES * 5), messages
+    return Measured(seconds[0], seconds[1:], written), messages
 
 
 def main() -> None:
@@ -175,7 +174,7 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
         asyncio.run(rollup_bench.drop_database())
-    print(f"\nbench/tick: a tick of {small.events:,} new events, 2 cores; {args.ticks} ticks "
+    print(f"\nbench/tick: a tick of {TICK_MESSAGES * 5:,} new events, 2 cores; {args.ticks} ticks "
           "timed after the worker's compaction (median, min-max), and the first tick right "
           "after the history's rollup (uncompacted)")
     print(f"{'history':>28} {'median s':>9} {'min-max s':>12} {'MB a tick':>10} "
